@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Build ``./kubetunnel``: one shiv zipapp that runs as cli, agent, operator or sandbox.
+
+Reproducible: the same sources and dependency versions give the same bytes. To that end we
+install without byte-code (pyc files embed timestamps), drop the files pip writes that name the
+build machine (direct_url.json, INSTALLER), keep one Kubernetes schema version of
+kubernetes-validate, and let shiv stamp every zip entry with SOURCE_DATE_EPOCH.
+
+    python3 build.py [--output PATH] [--python INTERPRETER]   (default output: dist/kubetunnel)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+# 2024-01-01T00:00:00Z: a fixed stamp, so the date of the build does not change the bytes.
+DEFAULT_EPOCH = "1704067200"
+
+
+def _version() -> str:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+def _install(target: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-compile", "--no-warn-script-location", "--target", str(target), str(ROOT),
+        ],
+        check=True,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
+
+
+def _prune(site: Path) -> None:
+    """Remove what differs from build to build or what the zipapp never uses."""
+    for path in list(site.rglob("*")):
+        if path.name in ("direct_url.json", "INSTALLER", "REQUESTED") and path.is_file():
+            path.unlink()
+        elif path.name == "__pycache__" and path.is_dir():
+            shutil.rmtree(path)
+    bin_dir = site / "bin"
+    if bin_dir.is_dir():  # console scripts carry this machine's interpreter path
+        shutil.rmtree(bin_dir)
+    schemas = site / "kubernetes_validate" / "kubernetes-json-schema"
+    if schemas.is_dir():
+        # ~100 MB for a dozen releases; the sandbox validates against the newest only.
+        keep = _newest_schema_versions(schemas)
+        for child in schemas.iterdir():
+            if child.is_dir() and child.name not in keep:
+                shutil.rmtree(child)
+
+
+def _newest_schema_versions(schemas: Path) -> set[str]:
+    def key(name: str) -> tuple[int, ...]:
+        numbers = name.lstrip("v").split("-")[0].split(".")
+        return tuple(int(n) for n in numbers if n.isdigit())
+
+    names = [p.name for p in schemas.iterdir() if p.is_dir() and p.name.startswith("v")]
+    if not names:
+        return set()
+    newest = max(key(n) for n in names)
+    return {n for n in names if key(n) == newest}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(output: Path, python: str) -> Path:
+    from shiv.cli import main as shiv_main  # the build extra; imported late for a clear error
+
+    with tempfile.TemporaryDirectory(prefix="kubetunnel-build-") as tmp:
+        site = Path(tmp) / "site-packages"
+        _install(site)
+        _prune(site)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("SOURCE_DATE_EPOCH", DEFAULT_EPOCH)
+        args = [
+            "--site-packages", str(site),
+            "--console-script", "kubetunnel",
+            "--output-file", str(output),
+            "--python", python,
+            "--compressed",
+            "--reproducible",
+        ]
+        try:
+            shiv_main.main(args=args, prog_name="shiv", standalone_mode=False)
+        except SystemExit as exc:  # shiv exits 0 on success in some versions
+            if exc.code not in (0, None):
+                raise
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # Not ./kubetunnel: that name is the package directory of the source tree.
+    parser.add_argument("--output", type=Path, default=ROOT / "dist" / "kubetunnel")
+    parser.add_argument("--python", default="/usr/bin/env python3")
+    args = parser.parse_args()
+    try:
+        import shiv  # noqa: F401
+    except ImportError:
+        sys.exit("build.py: error: shiv is not installed; run: pip install -e '.[build]'")
+    path = build(args.output.resolve(), args.python)
+    size = path.stat().st_size / 2**20
+    print(f"built {path} (kubetunnel {_version()}, {size:.1f} MiB, sha256 {_digest(path)[:16]})")
+
+
+if __name__ == "__main__":
+    main()

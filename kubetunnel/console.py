@@ -1,0 +1,139 @@
+"""What every command shares: the logging options, one-line errors, plugin-name options.
+
+Lives in the core so that each mode builds its commands the same way without importing another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from kubetunnel import logging as kt_logging
+from kubetunnel.errors import KubetunnelError
+from kubetunnel.registry import Kind, get_registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _set_logging(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # ctx.meta is shared by the whole context tree, so an option given on the root group holds
+    # for the subcommand too, and one given on the subcommand wins.
+    if value is not None:
+        ctx.meta[f"kubetunnel.{param.name}"] = value
+    kt_logging.configure(
+        ctx.meta.get("kubetunnel.log_level", "info"), ctx.meta.get("kubetunnel.log_format")
+    )
+    return value
+
+
+def common_options(f: F) -> F:
+    """``--log-level`` and ``--log-format``, accepted on the root group and on every command."""
+    f = click.option(
+        "--log-format",
+        type=click.Choice(["console", "json"]),
+        default=None,
+        expose_value=False,
+        callback=_set_logging,
+        help="Log output: console (default on a terminal) or json (default otherwise).",
+    )(f)
+    return click.option(
+        "--log-level",
+        type=click.Choice(kt_logging.LEVELS, case_sensitive=False),
+        default=None,
+        expose_value=False,
+        callback=_set_logging,
+        help="Minimum level of log events (default: info). debug also shows tracebacks.",
+    )(f)
+
+
+class PluginChoice(click.ParamType):  # type: ignore[type-arg]
+    """A plugin name of one kind, checked against the registry without importing the plugin."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self.name = f"{kind}"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        names = get_registry().names(self.kind)
+        if value not in names:
+            self.fail(
+                f"unknown {self.kind} plugin {value!r} (installed: {', '.join(names) or 'none'})",
+                param,
+                ctx,
+            )
+        return str(value)
+
+
+def fail(message: str, exit_code: int = 1) -> None:
+    """Print one line to stderr and exit: the single way a command reports a user-facing error."""
+    click.echo(f"kubetunnel: error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; KubetunnelError becomes a one-line error with its exit code."""
+    try:
+        return asyncio.run(main)
+    except KubetunnelError as exc:
+        fail(str(exc), exc.exit_code)
+        raise AssertionError("unreachable") from exc
+
+
+def handles_errors(f: F) -> F:
+    """Decorator for synchronous command bodies: KubetunnelError -> one line + exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except KubetunnelError as exc:
+            fail(str(exc), exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked (click's documented pattern)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = {name: spec for name, spec in lazy.items() if _exists(spec[0])}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, _, attr = self.lazy[cmd_name][0].partition(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{module_name}:{attr} is not a click command")
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table above, so --help lists every mode without importing one.
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _exists(spec: str) -> bool:
+    # A mode whose module is absent from this build is not offered; find_spec imports only the
+    # parent package, which is cheap.
+    try:
+        return importlib.util.find_spec(spec.partition(":")[0]) is not None
+    except ModuleNotFoundError:
+        return False

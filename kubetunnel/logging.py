@@ -1,0 +1,74 @@
+"""structlog, configured once per process: a console renderer on a terminal, JSON elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Literal, TextIO
+
+if TYPE_CHECKING:
+    import structlog
+
+LogFormat = Literal["console", "json"]
+LEVELS = ("debug", "info", "warning", "error")
+
+_configured: tuple[str, str] | None = None
+
+
+def default_format(stream: TextIO | None = None) -> LogFormat:
+    stream = stream if stream is not None else sys.stderr
+    return "console" if stream.isatty() else "json"
+
+
+def configure(level: str = "info", fmt: LogFormat | None = None) -> None:
+    """Configure structlog and the stdlib root logger (aiohttp, kubernetes) to one output on stderr.
+
+    Idempotent for the same arguments, so the root group and a subcommand may both call it.
+    """
+    global _configured
+    fmt = fmt or default_format()
+    if _configured == (level, fmt):
+        return
+    import structlog  # here, not at the top: `kubetunnel --help` must stay fast
+
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        shared.append(structlog.processors.dict_tracebacks)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through the standard library; send them through the same renderer.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
+        ], foreign_pre_chain=shared)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Third-party chatter only from warnings up unless the user asked for debug.
+    root.setLevel(numeric if level == "debug" else max(numeric, logging.WARNING))
+    _configured = (level, fmt)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    import structlog
+
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger
+
+
+def debug_enabled() -> bool:
+    return _configured is not None and _configured[0] == "debug"

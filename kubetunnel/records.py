@@ -1,0 +1,211 @@
+"""The tunnel record: what the CLI asks for and what the operator reports, independent of storage.
+
+Every store plugin maps this one shape onto its medium (a custom resource, a ConfigMap,
+a dict), so the operator and the CLI never see the difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from kubetunnel.errors import UsageError
+
+Phase = Literal[
+    "Pending", "Starting", "Ready", "Connected", "Disconnected", "Failed", "Terminating"
+]
+
+# RFC 1123 label, which is what Service and namespace names must be.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_dns_label(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid RFC 1123 label, else raise a one-line UsageError."""
+    if not _DNS_LABEL.match(value):
+        raise UsageError(
+            f"invalid {what} {value!r}: must be at most 63 lower-case letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One ``-p LOCAL:REMOTE``: the Service port (resolved to a number) and the local port."""
+
+    service_port: int
+    local_port: int
+    target_port: int | str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        for label, port in (("service port", self.service_port), ("local port", self.local_port)):
+            if not 1 <= port <= 65535:
+                raise UsageError(f"{label} {port} is out of range 1-65535")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"servicePort": self.service_port, "localPort": self.local_port}
+        if self.target_port is not None:
+            data["targetPort"] = self.target_port
+        if self.name is not None:
+            data["name"] = self.name
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PortMapping:
+        return cls(
+            service_port=int(data["servicePort"]),
+            local_port=int(data["localPort"]),
+            target_port=data.get("targetPort"),
+            name=data.get("name"),
+        )
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A Kubernetes-style condition: machine-readable reason, a message a person can act on."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": format_time(self.last_transition or now()),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Condition:
+        return cls(
+            type=data["type"],
+            status=data["status"],
+            reason=data.get("reason", ""),
+            message=data.get("message", ""),
+            last_transition=parse_time(data.get("lastTransitionTime")),
+        )
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    phase: Phase = "Pending"
+    connected: bool = False
+    observed_generation: int = 0
+    agent_pod: str | None = None
+    connected_since: datetime | None = None
+    conditions: tuple[Condition, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "phase": self.phase,
+            "connected": self.connected,
+            "observedGeneration": self.observed_generation,
+            "conditions": [c.to_dict() for c in self.conditions],
+        }
+        if self.agent_pod:
+            data["agentPod"] = self.agent_pod
+        if self.connected_since:
+            data["connectedSince"] = format_time(self.connected_since)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TunnelStatus:
+        if not data:
+            return cls()
+        return cls(
+            phase=data.get("phase", "Pending"),
+            connected=bool(data.get("connected", False)),
+            observed_generation=int(data.get("observedGeneration", 0)),
+            agent_pod=data.get("agentPod"),
+            connected_since=parse_time(data.get("connectedSince")),
+            conditions=tuple(Condition.from_dict(c) for c in data.get("conditions", [])),
+        )
+
+
+@dataclass(frozen=True)
+class TunnelRecord:
+    """A request to tunnel one Service to one workstation, plus what the store adds to it.
+
+    ``resource_version`` is the store's optimistic-concurrency token: a replace with a stale
+    one fails with :class:`kubetunnel.errors.Conflict`, as on the Kubernetes API.
+    """
+
+    namespace: str
+    name: str
+    service: str
+    ports: tuple[PortMapping, ...]
+    client: str
+    lease_ttl_seconds: int = 60
+    renewed_at: datetime | None = None
+    uid: str = ""
+    resource_version: str = ""
+    generation: int = 0
+    created_at: datetime | None = None
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
+    status: TunnelStatus = field(default_factory=TunnelStatus)
+
+    def replace(self, **changes: Any) -> TunnelRecord:
+        return dataclasses.replace(self, **changes)
+
+    def spec_dict(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "service": self.service,
+            "ports": [p.to_dict() for p in self.ports],
+            "client": self.client,
+            "leaseTTLSeconds": self.lease_ttl_seconds,
+        }
+        if self.renewed_at is not None:
+            spec["renewTime"] = format_micro_time(self.renewed_at)
+        return spec
+
+    def lease_expired(self, at: datetime | None = None) -> bool:
+        """True once the CLI has not renewed for longer than the TTL (a killed CLI)."""
+        reference = self.renewed_at or self.created_at
+        if reference is None:
+            return False
+        return (at or now()) - reference > timedelta(seconds=self.lease_ttl_seconds)
+
+
+def record_from_spec(
+    namespace: str, name: str, spec: dict[str, Any], **metadata: Any
+) -> TunnelRecord:
+    """Build a record from the ``spec`` shape that every persistent store writes."""
+    return TunnelRecord(
+        namespace=namespace,
+        name=name,
+        service=spec["service"],
+        ports=tuple(PortMapping.from_dict(p) for p in spec.get("ports", [])),
+        client=spec.get("client", ""),
+        lease_ttl_seconds=int(spec.get("leaseTTLSeconds", 60)),
+        renewed_at=parse_time(spec.get("renewTime")),
+        **metadata,
+    )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 with second precision and a Z, as Kubernetes writes timestamps."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_micro_time(value: datetime) -> str:
+    """MicroTime, as Lease.spec.renewTime: leases of a few seconds need sub-second precision."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

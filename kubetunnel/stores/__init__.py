@@ -1,0 +1,1 @@
+"""Built-in stores. Each module is loaded through its entry point, never imported eagerly."""

@@ -1,0 +1,3 @@
+from modes.main import main
+
+main()

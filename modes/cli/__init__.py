@@ -1,0 +1,1 @@
+"""The developer's side: install, connect, forward, status, disconnect, policy."""
