@@ -52,3 +52,16 @@ def test_zipapp_runs_every_mode_entry(two_builds: tuple[Path, Path], tmp_path: P
         shown = subprocess.run([str(app), "plugins", "show", kind, name],
                                capture_output=True, text=True, env=env)
         assert shown.returncode == 0, shown.stderr
+
+
+def test_zipapp_ships_the_repository_manifests(two_builds: tuple[Path, Path]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(two_builds[0]) as archive:
+        shipped = {
+            Path(name).name: archive.read(name)
+            for name in archive.namelist()
+            if "/kubetunnel/manifests/" in name and name.endswith(".yaml")
+        }
+    on_disk = {p.name: p.read_bytes() for p in (ROOT / "manifests").glob("*.yaml")}
+    assert shipped == on_disk
