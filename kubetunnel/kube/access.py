@@ -86,14 +86,17 @@ class KubeAccess:
         Exec plugins and token files are read by the official client's refresh hook, which
         may run a subprocess or read a file: off the event loop.
         """
+        settings = await asyncio.to_thread(self.configuration.auth_settings)
+        headers = {
+            str(entry["key"]).title(): str(entry["value"])
+            for entry in settings.values()
+            if entry.get("in") == "header" and entry.get("value")
+        }
         cfg = self.configuration
-        token = await asyncio.to_thread(cfg.get_api_key_with_prefix, "authorization")
-        if token:
-            return {"Authorization": str(token)}
-        if cfg.username or cfg.password:
+        if not headers and (cfg.username or cfg.password):
             raw = f"{cfg.username or ''}:{cfg.password or ''}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        return {}
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        return headers
 
     async def ssl_context(self) -> ssl.SSLContext | bool:
         """TLS settings for aiohttp: False for plain HTTP, else a context (built once, off-loop)."""
