@@ -22,7 +22,9 @@ def _record(name: str = "orders", namespace: str = "shop") -> TunnelRecord:
 async def test_create_assigns_identity_and_refuses_duplicates() -> None:
     store = MemoryStore()
     created = await store.create(_record())
-    assert created.uid and created.resource_version and created.generation == 1
+    assert created.uid
+    assert created.resource_version
+    assert created.generation == 1
     assert created.created_at is not None
     with pytest.raises(AlreadyExists):
         await store.create(_record())
@@ -62,7 +64,8 @@ async def test_finalizers_hold_deletion_until_removed() -> None:
     rec = await store.replace(rec.replace(finalizers=("kubetunnel/selector",)))
     await store.delete("shop", "orders")
     marked = await store.get("shop", "orders")
-    assert marked is not None and marked.deleting
+    assert marked is not None
+    assert marked.deleting
     await store.replace(marked.replace(finalizers=()))
     assert await store.get("shop", "orders") is None
     with pytest.raises(NotFound):

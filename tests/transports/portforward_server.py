@@ -100,7 +100,7 @@ async def running(server: FakeApiServer) -> AsyncIterator[FakeApiServer]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # noqa: SLF001 -- port 0 lookup
+    sockets = site._server.sockets if site._server else []
     server.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
     try:
         yield server

@@ -94,7 +94,8 @@ async def test_missing_pod_is_a_one_line_error(tmp_path: Path) -> None:
         transport = await _transport(server, tmp_path)
         with pytest.raises(KubetunnelError) as err:
             await transport.connect(TunnelTarget("shop", pod="ghost", port=7000))
-        assert "ghost" in str(err.value) and "404" in str(err.value)
+        assert "ghost" in str(err.value)
+        assert "404" in str(err.value)
         assert "\n" not in str(err.value)
         await transport.aclose()
 
