@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from kubetunnel.registry import Registry, set_registry
@@ -35,7 +35,7 @@ def isolated_registry(registry: Registry | None = None) -> Iterator[Registry]:
 
 
 @contextlib.contextmanager
-def capture_logs() -> Iterator[list[dict[str, Any]]]:
+def capture_logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """Collect structlog events as dicts (event name and fields) instead of printing them."""
     from structlog.testing import capture_logs as _capture
 
