@@ -5,7 +5,6 @@ Lives in the core so that each mode builds its commands the same way without imp
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import importlib.util
@@ -17,7 +16,7 @@ import click
 
 from kubetunnel import logging as kt_logging
 from kubetunnel.errors import KubetunnelError
-from kubetunnel.registry import Kind, get_registry
+from kubetunnel.registry import Kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -65,6 +64,8 @@ class PluginChoice(click.ParamType):  # type: ignore[type-arg]
         return "NAME"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from kubetunnel.registry import get_registry
+
         names = get_registry().names(self.kind)
         if value not in names:
             self.fail(
@@ -83,6 +84,8 @@ def fail(message: str, exit_code: int = 1) -> None:
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; KubetunnelError becomes a one-line error with its exit code."""
+    import asyncio  # not at the top: `kubetunnel --help` never needs an event loop
+
     try:
         return asyncio.run(main)
     except KubetunnelError as exc:

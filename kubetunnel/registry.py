@@ -11,10 +11,12 @@ import builtins
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import metadata
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from kubetunnel.errors import PluginError
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 Kind = Literal["transport", "store", "policy"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
@@ -39,6 +41,8 @@ class PluginInfo:
 
 
 def _installed_entry_points() -> Iterable[tuple[str, metadata.EntryPoint]]:
+    from importlib import metadata  # costs ~10 ms; only needed once plugins are looked up
+
     for dist in metadata.distributions():
         dist_name = dist.metadata["Name"] or "<unknown>"
         for ep in dist.entry_points:
