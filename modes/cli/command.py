@@ -10,6 +10,10 @@ import click
 from kubetunnel.console import LazyGroup, common_options
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "install": ("modes.cli.install:install", "Install or update the operator in the cluster."),
+    "uninstall": ("modes.cli.install:uninstall", "Remove the operator and what install created."),
+    "status": ("modes.cli.status:status", "List tunnels and whether they are connected."),
+    "disconnect": ("modes.cli.status:disconnect", "End a tunnel from another terminal."),
     "policy": ("modes.cli.policy:policy", "Render or apply the network policies tunnels need."),
 }
 
