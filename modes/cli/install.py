@@ -16,7 +16,7 @@ from kubetunnel.console import common_options, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.records import check_dns_label
 from modes.cli import manifests
-from modes.cli.options import KubeOptions, kube_options
+from modes.cli.options import KubeOptions, kube_access_options
 from modes.cli.progress import Progress
 
 CRD_NAME = "kubetunnels.application.dcode.tech"
@@ -155,7 +155,7 @@ async def _pod_problem(client: Any, namespace: str) -> str:
               help="Wait for the operator to be Ready.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True,
               help="Seconds to wait for the operator.")
-@kube_options(with_namespace=False)
+@kube_access_options
 @common_options
 def install(kube: KubeOptions, operator_namespace: str, image: str | None, dry_run: bool,
             wait: bool, timeout: float) -> None:
@@ -193,7 +193,7 @@ async def _install(kube: KubeOptions, namespace: str, objects: list[dict[str, An
 @click.option("--force", is_flag=True, help="Remove even while tunnels exist (ends them).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
               help="Seconds to wait for tunnels to end with --force.")
-@kube_options(with_namespace=False)
+@kube_access_options
 @common_options
 def uninstall(kube: KubeOptions, operator_namespace: str, force: bool, timeout: float) -> None:
     """Remove everything install created; refuses while tunnels exist unless --force."""

@@ -39,31 +39,33 @@ def _namespace(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
-def kube_options(f: F | None = None, *, with_namespace: bool = True) -> Any:
-    """--kubeconfig, --context and -n/--namespace, gathered into one ``kube: KubeOptions``.
+def kube_options(f: F) -> F:
+    """--kubeconfig, --context and -n/--namespace, gathered into one ``kube: KubeOptions``."""
+    return _kube_options(f, with_namespace=True)
 
-    Commands where ``--namespace`` means something else (``install``: the operator's
-    namespace) take ``with_namespace=False`` and keep the flag for themselves.
-    """
 
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def wrapper(*args: Any, kubeconfig: str | None, context: str | None, **kwargs: Any) -> Any:
-            namespace = kwargs.pop("namespace") if with_namespace else None
-            return func(*args, kube=KubeOptions(kubeconfig, context, namespace), **kwargs)
+def kube_access_options(f: F) -> F:
+    """--kubeconfig and --context only: for commands where ``--namespace`` means something else
+    (``install``: the operator's namespace)."""
+    return _kube_options(f, with_namespace=False)
 
-        decorated: Any = wrapper
-        if with_namespace:
-            decorated = click.option(
-                "-n", "--namespace", default=None, callback=_namespace,
-                help="Namespace (default: the context's namespace, as kubectl).",
-            )(decorated)
+
+def _kube_options(func: F, *, with_namespace: bool) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, kubeconfig: str | None, context: str | None, **kwargs: Any) -> Any:
+        namespace = kwargs.pop("namespace") if with_namespace else None
+        return func(*args, kube=KubeOptions(kubeconfig, context, namespace), **kwargs)
+
+    decorated: Any = wrapper
+    if with_namespace:
         decorated = click.option(
-            "--context", default=None, help="The kubeconfig context to use (default: current)."
+            "-n", "--namespace", default=None, callback=_namespace,
+            help="Namespace (default: the context's namespace, as kubectl).",
         )(decorated)
-        return click.option(  # type: ignore[no-any-return]
-            "--kubeconfig", default=None,
-            help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).",
-        )(decorated)
-
-    return decorate(f) if f is not None else decorate
+    decorated = click.option(
+        "--context", default=None, help="The kubeconfig context to use (default: current)."
+    )(decorated)
+    return click.option(  # type: ignore[no-any-return]
+        "--kubeconfig", default=None,
+        help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).",
+    )(decorated)

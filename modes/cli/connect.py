@@ -1,0 +1,321 @@
+"""``kubetunnel cli connect``: the whole loop a developer sits in.
+
+Steps, each shown with its time: the record is written, the operator starts the tunnel pod,
+the tunnel comes up, the local process answers, the operator switches the Service. Then one
+live line until Ctrl-C or SIGTERM, after which the record is deleted and we wait until the
+operator has restored the selector and removed the tunnel objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from kubetunnel.console import PluginChoice, common_options, run_async
+from kubetunnel.errors import AlreadyExists, KubetunnelError, NotFound, UsageError
+from kubetunnel.logging import get_logger
+from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
+from kubetunnel.records import TunnelRecord, check_dns_label, now
+from kubetunnel.registry import get_registry
+from modes.cli import cluster
+from modes.cli.options import KubeOptions, kube_options
+from modes.cli.ports import PortMappingType, PortRequest, resolve_ports
+from modes.cli.progress import Progress
+from modes.cli.records import open_store, store_option
+
+log = get_logger(__name__)
+
+
+def client_identity() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@dataclass
+class Settings:
+    service: str
+    ports: tuple[PortRequest, ...]
+    local_host: str
+    transport: str
+    store: str
+    operator_namespace: str
+    lease_ttl: int
+    wait_local: bool
+    forward: bool
+    hosts_file: str | None
+    pod_timeout: float
+    tls_ca: str | None = None
+    address: str | None = None
+    no_hosts: bool = False
+    identity: str = field(default_factory=client_identity)
+
+
+@click.command()
+@click.argument("service")
+@click.option("-p", "--port", "ports", type=PortMappingType(), multiple=True, required=True,
+              help="LOCAL:REMOTE; REMOTE is a Service port number or name. Repeatable.")
+@click.option("--local-host", default="127.0.0.1", show_default=True,
+              help="Where the local process listens.")
+@click.option("--transport", type=PluginChoice("transport"), default="portforward",
+              show_default=True, help="How to reach the tunnel pod.")
+@click.option("--address", default=None,
+              help="host:port of the agent's tunnel port (for the direct transport).")
+@click.option("--tls-ca", default=None, type=click.Path(dir_okay=False),
+              help="CA bundle for the direct transport's TLS.")
+@click.option("--forward/--no-forward", default=True, show_default=True,
+              help="Also forward the namespace's Services to this machine.")
+@click.option("--hosts-file", default=None, type=click.Path(dir_okay=False),
+              help="Hosts file for --forward names (default: /etc/hosts).")
+@click.option("--no-hosts", is_flag=True, help="With --forward, write no hosts entries.")
+@click.option("--wait-local/--no-wait-local", default=True, show_default=True,
+              help="Wait for the local process instead of failing when it is not up.")
+@click.option("--lease-ttl", type=click.IntRange(5, 3600), default=60, show_default=True,
+              help="Seconds after which the operator cleans up if this CLI dies.")
+@click.option("--operator-namespace", default="kubetunnel", show_default=True)
+@click.option("--timeout", "pod_timeout", type=click.FloatRange(min=1), default=120,
+              show_default=True, help="Seconds to wait for the tunnel pod.")
+@store_option
+@kube_options
+@common_options
+def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], local_host: str,
+            transport: str, address: str | None, tls_ca: str | None, forward: bool,
+            hosts_file: str | None, no_hosts: bool, wait_local: bool, lease_ttl: int,
+            operator_namespace: str, pod_timeout: float, store: str) -> None:
+    """Send the cluster's traffic for SERVICE to a process on this machine."""
+    try:
+        check_dns_label(service, "Service name")
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="'SERVICE'") from exc
+    if transport == "direct" and not address:
+        raise click.UsageError("--transport direct needs --address HOST:PORT")
+    if hosts_file and no_hosts:
+        raise click.UsageError("--hosts-file and --no-hosts exclude each other")
+    settings = Settings(service, ports, local_host, transport, store, operator_namespace,
+                        lease_ttl, wait_local, forward, hosts_file, pod_timeout, tls_ca, address,
+                        no_hosts)
+    run_async(Connection(kube, settings).run())
+
+
+class Connection:
+    def __init__(self, kube: KubeOptions, settings: Settings) -> None:
+        self.kube = kube
+        self.s = settings
+        self.progress = Progress()
+        self.stop = asyncio.Event()
+        self.stop_reason = ""
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._request_stop, f"received {sig.name}")
+        try:
+            access = await self.kube.load()
+            from kubetunnel.kube import KubeClient
+
+            async with KubeClient(access) as client, open_store(self.s.store, access) as store:
+                await self._run(access, client, store)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.stop.set()
+
+    async def _run(self, access: Any, client: Any, store: Store) -> None:
+        ns = access.namespace
+        service = await cluster.get_service(client, ns, self.s.service)
+        mappings = resolve_ports(service, self.s.ports)
+        await cluster.require_operator(client, self.s.operator_namespace)
+        record = await self._create_record(store, ns, mappings)
+        self.progress.step(f"record {ns}/{record.name} written (client {self.s.identity})")
+        renewer = asyncio.create_task(self._renew(store, record), name="connect:renew")
+        tunnel = None
+        transport = None
+        forwarder = None
+        try:
+            pod = await self._wait_pod(client, store, record)
+            self.progress.step(f"tunnel pod {pod['metadata']['name']} ready")
+            token = await cluster.tunnel_token(client, ns, record)
+            transport = get_registry().create("transport", self.s.transport, TransportSettings(
+                kube=access, tls_ca=self.s.tls_ca))
+            tunnel = await self._open_tunnel(transport, pod, token, mappings)
+            if self.s.forward:
+                forwarder = await self._start_forward(client, access, tunnel)
+            await self._serve(store, record, tunnel)
+        finally:
+            if forwarder is not None:
+                await forwarder.aclose()
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if tunnel is not None:
+                await tunnel.aclose(grace=1.0)
+            if transport is not None:
+                await transport.aclose()
+            await self._cleanup(client, store, record)
+
+    async def _create_record(self, store: Store, ns: str, mappings: Any) -> TunnelRecord:
+        record = TunnelRecord(
+            namespace=ns, name=self.s.service, service=self.s.service, ports=mappings,
+            client=self.s.identity, lease_ttl_seconds=self.s.lease_ttl, renewed_at=now(),
+        )
+        try:
+            return await store.create(record)
+        except AlreadyExists:
+            existing = await store.get(ns, self.s.service)
+            holder = existing.client if existing else "someone"
+            raise UsageError(
+                f"Service {ns}/{self.s.service} is already tunneled by {holder}; "
+                f"ask them to disconnect, or run 'kubetunnel cli disconnect {self.s.service}'"
+            ) from None
+
+    async def _renew(self, store: Store, record: TunnelRecord) -> None:
+        """Renew the lease at a third of its TTL; a killed CLI simply stops renewing."""
+        interval = max(1.0, record.lease_ttl_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                current = await store.get(record.namespace, record.name)
+                if current is None or current.deleting:
+                    self._request_stop("the tunnel record was deleted (disconnect from elsewhere)")
+                    return
+                await store.replace(current.replace(renewed_at=now()))
+            except KubetunnelError as exc:
+                log.warning("lease.renew_failed", error=str(exc))
+
+    async def _wait_pod(self, client: Any, store: Store, record: TunnelRecord) -> Any:
+        deadline = time.monotonic() + self.s.pod_timeout
+        while not self.stop.is_set():
+            current = await store.get(record.namespace, record.name)
+            if current is not None and current.status.phase == "Failed":
+                message = next((c.message for c in current.status.conditions
+                                if c.status == "False" and c.message), "the operator refused")
+                raise KubetunnelError(f"tunnel failed: {message}")
+            pod, why = await cluster.agent_pod(client, record)
+            if pod is not None:
+                return pod
+            if time.monotonic() > deadline:
+                raise KubetunnelError(
+                    f"the tunnel pod was not Ready after {self.s.pod_timeout:.0f}s ({why}); see "
+                    f"'kubectl -n {record.namespace} describe deployment "
+                    f"kubetunnel-{record.service}'"
+                )
+            self.progress.live(
+                f"  waiting for the tunnel pod: {why} ({self.progress.elapsed():.0f}s)"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.25)
+        raise KubetunnelError(f"stopped while waiting for the tunnel pod: {self.stop_reason}")
+
+    async def _open_tunnel(self, transport: Any, pod: Any, token: str, mappings: Any) -> Any:
+        from kubetunnel.tunnel.client import ClientOptions, Route, TunnelClient
+
+        ports = cluster.agent_ports(pod, mappings)
+        routes = [Route(agent_port=ports[m.service_port], local_port=m.local_port,
+                        local_host=self.s.local_host) for m in mappings]
+        target = TunnelTarget(pod["metadata"]["namespace"], pod=pod["metadata"]["name"],
+                              port=ports["tunnel"], address=self.s.address)
+        tunnel = TunnelClient(transport, target, token, routes, client_id=self.s.identity,
+                              options=ClientOptions(probe_interval=0.2, probe_timeout=0.5))
+        tunnel.start()
+        try:
+            await tunnel.wait_connected(timeout=30)
+        except TimeoutError:
+            await tunnel.aclose()
+            raise KubetunnelError(f"the tunnel did not come up within 30s via {self.s.transport}"
+                                  ) from None
+        except KubetunnelError:
+            await tunnel.aclose()
+            raise
+        self.progress.step(f"tunnel up via {self.s.transport}")
+        return tunnel
+
+    async def _start_forward(self, client: Any, access: Any, tunnel: Any) -> Any:
+        from modes.cli.forward import Forwarder, address_table, hosts_for
+
+        ns = access.namespace
+        session = f"connect-{self.s.service}-{os.getpid()}"
+        hosts = hosts_for(self.s.hosts_file, self.s.no_hosts, session)
+        forwarder = Forwarder(client, access, [ns], hosts,
+                              tunnel_for=lambda n: tunnel if n == ns else None,
+                              exclude=frozenset({(ns, self.s.service)}))
+        try:
+            forwarded = await forwarder.start()
+        except BaseException:
+            await forwarder.aclose()
+            raise
+        where = f"names in {hosts.path}" if hosts else "no hosts entries"
+        self.progress.step(f"forwarding {len(forwarded)} Services of {ns} ({where})")
+        if hosts is None:
+            for line in address_table(forwarded).splitlines():
+                self.progress.note(line)
+        return forwarder
+
+    async def _serve(self, store: Store, record: TunnelRecord, tunnel: Any) -> None:
+        local = ", ".join(f"{self.s.local_host}:{m.local_port}" for m in record.ports)
+        announced_wait = False
+        while tunnel.local_answering is not True and not self.stop.is_set():
+            if not self.s.wait_local and tunnel.local_answering is False:
+                raise KubetunnelError(f"nothing answers on {local} (use --wait-local to wait)")
+            if tunnel.local_answering is False and not announced_wait:
+                self.progress.note(f"waiting for your local process on {local} ...")
+                announced_wait = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.1)
+        if self.stop.is_set():
+            return
+        self.progress.step(f"local process answering on {local}")
+        switched = False
+        last_switch = "-"
+        while not self.stop.is_set():
+            current = await store.get(record.namespace, record.name)
+            if current is None or current.deleting:
+                self._request_stop("the tunnel was ended from elsewhere")
+                break
+            if current.status.connected != switched:
+                switched = current.status.connected
+                last_switch = time.strftime("%H:%M:%S")
+                if switched:
+                    self.progress.step(f"traffic switched: Service {record.namespace}/"
+                                       f"{record.service} -> {local}")
+                else:
+                    self.progress.note(f"traffic back to the cluster ({tunnel.local_reason})")
+            failure = tunnel.failure
+            if failure is not None:
+                raise failure
+            session = tunnel.session
+            streams = len(session.streams) if session is not None else 0
+            state = "local" if switched else "cluster"
+            self.progress.live(
+                f"  traffic -> {state} | tunnel {'up' if tunnel.connected else 'reconnecting'}"
+                f" | streams open {streams} | last switch {last_switch}"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.25)
+        self.progress.done()
+
+    async def _cleanup(self, client: Any, store: Store, record: TunnelRecord) -> None:
+        """Delete the record and wait until the operator restored the Service (finalizer)."""
+        self.progress.done()
+        with contextlib.suppress(NotFound):
+            await store.delete(record.namespace, record.name)
+        deadline = time.monotonic() + 30
+        while await store.get(record.namespace, record.name) is not None:
+            if time.monotonic() > deadline:
+                raise KubetunnelError(
+                    f"the operator did not finish cleaning up {record.namespace}/{record.name} "
+                    "within 30s; it will when it runs again (kubetunnel cli status)"
+                )
+            self.progress.live(f"  restoring Service {record.namespace}/{record.service} ...")
+            await asyncio.sleep(0.1)
+        self.progress.step(f"disconnected: Service {record.namespace}/{record.service} restored"
+                           + (f" ({self.stop_reason})" if self.stop_reason else ""))
