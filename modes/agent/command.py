@@ -1,0 +1,112 @@
+"""``kubetunnel agent``: the process inside the tunnel pod.
+
+Every flag has a ``KUBETUNNEL_*`` environment fallback because the operator configures the
+container through its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import click
+
+from kubetunnel.console import common_options, run_async
+from kubetunnel.errors import KubetunnelError, UsageError
+from kubetunnel.logging import get_logger
+from kubetunnel.tunnel.loops import CHOICES, install_event_loop
+from modes.agent.server import Agent, AgentConfig
+
+log = get_logger(__name__)
+
+PORT = click.IntRange(0, 65535)
+
+
+def read_token(path: str) -> bytes:
+    """The tunnel token from its file (a mounted Secret); surrounding whitespace is ignored."""
+    try:
+        token = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the token file {path}: {exc.strerror or exc}") from exc
+    if not token:
+        raise UsageError(f"the token file {path} is empty")
+    return token
+
+
+@click.command()
+@click.option("--tunnel-port", type=PORT, default=7000, show_default=True,
+              envvar="KUBETUNNEL_TUNNEL_PORT", help="Port the CLI's tunnel connects to.")
+@click.option("--health-port", type=PORT, default=8080, show_default=True,
+              envvar="KUBETUNNEL_HEALTH_PORT", help="Port of /healthz and /readyz.")
+@click.option("--port", "-p", "ports", type=click.IntRange(1, 65535), multiple=True,
+              envvar="KUBETUNNEL_PORTS",
+              help="A Service target port to listen on (repeat; env: space-separated list).")
+@click.option("--token-file", type=str, required=True, envvar="KUBETUNNEL_TOKEN_FILE",
+              help="File holding the tunnel token the CLI must present.")
+@click.option("--operator-url", type=str, default=None, envvar="KUBETUNNEL_OPERATOR_URL",
+              help="Base URL of the operator's REST API (status reports).")
+@click.option("--bind-address", type=str, default="0.0.0.0", show_default=True,
+              envvar="KUBETUNNEL_BIND_ADDRESS", help="Address every listener binds.")
+@click.option("--event-loop", type=click.Choice(CHOICES), default="auto", show_default=True,
+              envvar="KUBETUNNEL_EVENT_LOOP",
+              help="auto: uvloop if installed (faster relaying), else asyncio's own.")
+@common_options
+def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file: str,
+          operator_url: str | None, bind_address: str, event_loop: str) -> None:
+    """Run the tunnel agent (inside the tunnel pod)."""
+    if not ports:
+        raise click.UsageError("give at least one --port (or KUBETUNNEL_PORTS)")
+    fixed = [p for p in (*ports, tunnel_port, health_port) if p]  # 0: any free port
+    if len(set(fixed)) != len(fixed):
+        raise click.UsageError("the service, tunnel and health ports must all differ")
+    token = _token_or_fail(token_file)
+    config = AgentConfig(token=token, ports=tuple(ports), tunnel_port=tunnel_port,
+                         health_port=health_port, bind_address=bind_address,
+                         operator_url=operator_url)
+    try:
+        loop = install_event_loop(event_loop)
+    except ImportError as exc:
+        raise click.UsageError("--event-loop uvloop: uvloop is not installed") from exc
+    log.debug("agent.event_loop", loop=loop)
+    run_async(_serve(config))
+
+
+def _token_or_fail(path: str) -> bytes:
+    try:
+        return read_token(path)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+async def _serve(config: AgentConfig) -> None:
+    # aiohttp only when serving, so that `kubetunnel agent --help` stays light.
+    from modes.agent.health import start_health
+
+    async def report(up: bool, reason: str) -> None:
+        # The operator client arrives with the operator issue; until then the state is logged.
+        log.info("agent.report", up=up, reason=reason, operator_url=config.operator_url)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    server = Agent(config, on_status=report)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise KubetunnelError(
+            f"cannot listen on {config.bind_address}: {exc.strerror or exc}"
+        ) from exc
+    runner = None
+    try:
+        if config.health_port is not None:
+            runner, _ = await start_health(server, config.bind_address, config.health_port)
+        await stop.wait()
+        log.info("agent.stopping")
+    finally:
+        await server.aclose(grace=5.0)
+        if runner is not None:
+            await runner.cleanup()

@@ -1,0 +1,37 @@
+"""The agent's health endpoints, for the kubelet's probes.
+
+``/healthz`` answers while the process runs; ``/readyz`` once the service and tunnel ports are
+bound, so the CLI (which waits for the pod to be Ready) never races the listeners. Both return a
+small JSON body with the tunnel state, which is handy when debugging with ``kubectl exec``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from modes.agent.server import Agent
+
+
+def make_app(agent: Agent) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        up, reason = agent.state()
+        body = {"ready": agent.ready, "tunnel": agent.session is not None, "up": up,
+                "reason": reason}
+        return web.json_response(body, status=200 if agent.ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_health(agent: Agent, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve the endpoints; returns the runner (to clean up) and the bound port."""
+    runner = web.AppRunner(make_app(agent), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner, int(runner.addresses[0][1])

@@ -1,0 +1,268 @@
+"""The agent: accepts one CLI's tunnel, listens on the Service's target ports, and turns each
+connection on them into a stream to the CLI (and each outbound stream from the CLI into a
+connection from inside the cluster).
+
+While no CLI is attached, a connection to a service port is reset at once: a client in the
+cluster then retries (or fails over to another endpoint) instead of hanging on a dead tunnel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from kubetunnel.logging import get_logger
+from kubetunnel.plugins import ByteStream
+from kubetunnel.tunnel.bridging import SocketBridge, dial
+from kubetunnel.tunnel.framing import (
+    OPEN_INBOUND,
+    OPEN_OUTBOUND,
+    ErrorCode,
+    ProtocolError,
+    check_target,
+)
+from kubetunnel.tunnel.handshake import Hello, TunnelRefused, server_handshake
+from kubetunnel.tunnel.session import Session, SessionOptions
+from kubetunnel.tunnel.sockets import SocketStream
+from kubetunnel.tunnel.streams import Stream
+
+log = get_logger(__name__)
+
+StatusCallback = Callable[[bool, str], Awaitable[None]]
+"""The operator seam: awaited with (up, reason) whenever "tunnel up AND local process answering"
+changes. Calls are serialised and coalesced: a slow callback sees only the latest state."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent is told by its flags (or, in tests, directly). Port 0 binds any
+    free port; :attr:`Agent.ports` and :attr:`Agent.tunnel_address` then say which."""
+
+    token: bytes
+    ports: tuple[int, ...]
+    tunnel_port: int = 7000
+    health_port: int | None = 8080
+    bind_address: str = "0.0.0.0"
+    operator_url: str | None = None
+    session: SessionOptions = field(default_factory=SessionOptions)
+    handshake_timeout: float = 10.0
+    dial_timeout: float = 10.0
+
+    def __repr__(self) -> str:  # the token must never reach a log line
+        return (f"AgentConfig(ports={self.ports}, tunnel_port={self.tunnel_port}, "
+                f"bind_address={self.bind_address!r}, operator_url={self.operator_url!r})")
+
+
+class _TunnelConnection(SocketStream):
+    """A tunnel-port connection: hands itself to the agent once the socket is up."""
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__()
+        self._agent = agent
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._agent.spawn(self._agent.handle_tunnel(self), "agent:tunnel")
+
+
+class Agent:
+    """Start with :meth:`start`, stop with :meth:`aclose`. ``handle_tunnel`` also serves
+    tunnels arriving over other transports (the loopback hub in tests)."""
+
+    def __init__(self, config: AgentConfig, on_status: StatusCallback | None = None) -> None:
+        self.config = config
+        self._on_status = on_status
+        self.session: Session | None = None
+        self.client = ""
+        self._claimed = False
+        self.local_answering = False
+        self.local_reason = "no CLI attached"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+        self.ports: list[int] = []  # bound service ports, in configured order
+        self.tunnel_address: tuple[str, int] | None = None
+        self.ready = False
+        self._state_changed = asyncio.Event()
+        self.reported: tuple[bool, str] | None = None
+        self._hostname = socket.gethostname()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every port (all or none: a failure closes what was bound) and start serving."""
+        try:
+            await self._listen()
+        except OSError:
+            for server in self._servers:
+                server.close()
+                await server.wait_closed()
+            self._servers.clear()
+            raise
+        self.spawn(self._report_loop(), "agent:report")
+        self._state_changed.set()  # the operator hears the initial (down) state too
+        self.ready = True
+        assert self.tunnel_address is not None
+        log.info("agent.listening", ports=sorted(self.ports), tunnel_port=self.tunnel_address[1],
+                 bind_address=self.config.bind_address)
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        host = self.config.bind_address
+        for port in self.config.ports:
+            # Bound first, so the stream carries the real port even when configured as 0.
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, port), family=family, backlog=4096)
+            sock.setblocking(False)
+            bound = int(sock.getsockname()[1])
+            server = await loop.create_server(
+                lambda bound=bound: SocketBridge(  # type: ignore[misc]
+                    opener=lambda: self._open_inbound(bound)
+                ),
+                sock=sock,
+            )
+            self._servers.append(server)
+            self.ports.append(bound)
+        server = await loop.create_server(
+            lambda: _TunnelConnection(self), host, self.config.tunnel_port, reuse_address=True
+        )
+        self._servers.append(server)
+        self.tunnel_address = server.sockets[0].getsockname()[:2]
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Stop accepting; with ``grace`` > 0 let the CLI's open streams finish (GOAWAY)."""
+        self.ready = False
+        for server in self._servers:
+            server.close()
+        session = self.session
+        if session is not None and grace > 0:
+            session.goaway("the agent is stopping")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.wait_closed(), grace)
+        if session is not None:
+            await session.aclose("the agent is stopping")
+        # Let the tunnel handler finish closing its connection before cancelling what is left
+        # (cancelling it mid-close would leak the socket).
+        tunnels = [t for t in self._tasks if t.get_name() == "agent:tunnel"]
+        if tunnels:
+            await asyncio.wait(tunnels, timeout=self.config.session.flush_timeout + 1)
+        # The operator must hear "down" from a stopping agent, not wait for a lease to expire.
+        reporters = [t for t in self._tasks if t.get_name() == "agent:report"]
+        if reporters and self.reported is not None and self.reported[0]:
+            self._state_changed.set()
+            for _ in range(100):
+                if not self.reported[0] or reporters[0].done():
+                    break
+                await asyncio.sleep(0.02)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+
+    def spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the tunnel -----------------------------------------------------------------------------
+
+    async def handle_tunnel(self, stream: ByteStream) -> None:
+        """Serve one tunnel connection from handshake to end; never raises."""
+        cfg = self.config
+        claimed = False
+
+        def admit(hello: Hello) -> str | None:
+            # Claimed at admission, not once the session runs: two CLIs racing through their
+            # handshakes must not both get in.
+            nonlocal claimed
+            if self._claimed:
+                return (f"another CLI ({self.client or 'unknown'}) holds this tunnel; "
+                        "disconnect it first")
+            self._claimed = claimed = True
+            self.client = hello.client
+            return None
+
+        try:
+            hello, opened = await server_handshake(
+                stream, cfg.token, admit, cfg.session.window, cfg.handshake_timeout,
+                agent=self._hostname,
+            )
+        except (TunnelRefused, ProtocolError, ConnectionError, OSError, TimeoutError) as exc:
+            if claimed:
+                self._claimed = False
+            if isinstance(exc, TunnelRefused):
+                log.warning("tunnel.refused", code=exc.code, reason=exc.reason)
+            else:
+                log.warning("tunnel.handshake_failed", error=str(exc) or type(exc).__name__)
+            await _quiet_close(stream)
+            return
+        session = Session(
+            stream, initiator=False, peer_window=opened.peer_window, options=cfg.session,
+            on_open=self._on_open, on_status=self._on_local_status, leftover=opened.leftover,
+            name="agent",
+        )
+        self.session, self.client = session, hello.client
+        log.info("tunnel.attached", client=hello.client, version=opened.version)
+        self._state_changed.set()
+        try:
+            reason = await session.run()
+        finally:
+            self.session, self._claimed = None, False
+            self.local_answering, self.local_reason = False, "no CLI attached"
+            self._state_changed.set()
+        log.info("tunnel.detached", client=hello.client, reason=reason)
+
+    def _open_inbound(self, port: int) -> Stream | None:
+        session = self.session
+        if session is None or session.closed:
+            return None
+        try:
+            return session.open_stream(OPEN_INBOUND, port)
+        except ConnectionError:
+            return None
+
+    def _on_open(self, stream: Stream) -> None:
+        if stream.kind != OPEN_OUTBOUND or not isinstance(stream.destination, str):
+            stream.reset(ErrorCode.REFUSED, "the agent accepts only outbound streams")
+            return
+        host, port = check_target(stream.destination)
+        self.spawn(dial(stream, host, port, self.config.dial_timeout),
+                   f"agent:dial:{stream.id}")
+
+    # --- the operator seam ----------------------------------------------------------------------
+
+    def _on_local_status(self, answering: bool, reason: str) -> None:
+        self.local_answering, self.local_reason = answering, reason
+        self._state_changed.set()
+
+    def state(self) -> tuple[bool, str]:
+        """(up, reason): up means a CLI is attached AND its local process answers."""
+        if self.session is None:
+            return False, "no CLI attached"
+        if not self.local_answering:
+            return False, self.local_reason
+        return True, f"tunnel up ({self.client or 'CLI'}); {self.local_reason}"
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._state_changed.wait()
+            self._state_changed.clear()
+            state = self.state()
+            if self.reported is not None and state[0] == self.reported[0]:
+                continue
+            self.reported = state
+            log.info("agent.state", up=state[0], reason=state[1])
+            if self._on_status is not None:
+                try:
+                    await self._on_status(*state)
+                except Exception:
+                    log.exception("agent.status_callback_failed")
+
+
+async def _quiet_close(stream: ByteStream) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        await stream.aclose()
