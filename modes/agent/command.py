@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from pathlib import Path
 
@@ -43,8 +44,15 @@ def read_token(path: str) -> bytes:
 @click.option("--port", "-p", "ports", type=click.IntRange(1, 65535), multiple=True,
               envvar="KUBETUNNEL_PORTS",
               help="A Service target port to listen on (repeat; env: space-separated list).")
-@click.option("--token-file", type=str, required=True, envvar="KUBETUNNEL_TOKEN_FILE",
+@click.option("--token-file", type=str, default=None, envvar="KUBETUNNEL_TOKEN_FILE",
               help="File holding the tunnel token the CLI must present.")
+@click.option("--token-env", "token_from_env", is_flag=True, default=False,
+              envvar="KUBETUNNEL_TOKEN_FROM_ENV",
+              help="Take the token from KUBETUNNEL_TOKEN (a secretKeyRef) instead of a file.")
+@click.option("--tunnel-namespace", default=None, envvar="KUBETUNNEL_TUNNEL_NAMESPACE",
+              help="Namespace of this tunnel's record (for status reports).")
+@click.option("--tunnel-name", default=None, envvar="KUBETUNNEL_TUNNEL_NAME",
+              help="Name of this tunnel's record (for status reports).")
 @click.option("--operator-url", type=str, default=None, envvar="KUBETUNNEL_OPERATOR_URL",
               help="Base URL of the operator's REST API (status reports).")
 @click.option("--bind-address", type=str, default="0.0.0.0", show_default=True,
@@ -53,40 +61,62 @@ def read_token(path: str) -> bytes:
               envvar="KUBETUNNEL_EVENT_LOOP",
               help="auto: uvloop if installed (faster relaying), else asyncio's own.")
 @common_options
-def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file: str,
+def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file: str | None,
+          token_from_env: bool, tunnel_namespace: str | None, tunnel_name: str | None,
           operator_url: str | None, bind_address: str, event_loop: str) -> None:
     """Run the tunnel agent (inside the tunnel pod)."""
     if not ports:
         raise click.UsageError("give at least one --port (or KUBETUNNEL_PORTS)")
+    if operator_url and not (tunnel_namespace and tunnel_name):
+        raise click.UsageError("--operator-url needs --tunnel-namespace and --tunnel-name")
     fixed = [p for p in (*ports, tunnel_port, health_port) if p]  # 0: any free port
     if len(set(fixed)) != len(fixed):
         raise click.UsageError("the service, tunnel and health ports must all differ")
-    token = _token_or_fail(token_file)
+    token = _token_from_env() if token_from_env else _token_or_fail(token_file)
     config = AgentConfig(token=token, ports=tuple(ports), tunnel_port=tunnel_port,
                          health_port=health_port, bind_address=bind_address,
                          operator_url=operator_url)
+    record = (tunnel_namespace, tunnel_name) if tunnel_namespace and tunnel_name else None
     try:
         loop = install_event_loop(event_loop)
     except ImportError as exc:
         raise click.UsageError("--event-loop uvloop: uvloop is not installed") from exc
     log.debug("agent.event_loop", loop=loop)
-    run_async(_serve(config))
+    run_async(_serve(config, record))
 
 
-def _token_or_fail(path: str) -> bytes:
+def _token_from_env() -> bytes:
+    # A secretKeyRef env var works wherever a volume cannot be mounted at a fixed path (the
+    # sandbox runs pods as processes); the file stays the default.
+    token = os.environ.get("KUBETUNNEL_TOKEN", "").strip().encode()
+    if not token:
+        raise click.UsageError("--token-env: KUBETUNNEL_TOKEN is empty or unset")
+    return token
+
+
+def _token_or_fail(path: str | None) -> bytes:
+    if path is None:
+        raise click.UsageError("give --token-file (or KUBETUNNEL_TOKEN_FILE) or --token-env")
     try:
         return read_token(path)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
 
 
-async def _serve(config: AgentConfig) -> None:
+async def _serve(config: AgentConfig, record: tuple[str, str] | None) -> None:
     # aiohttp only when serving, so that `kubetunnel agent --help` stays light.
+    from kubetunnel.reporting import StatusReporter
     from modes.agent.health import start_health
 
+    reporter = None
+    if config.operator_url and record is not None:
+        reporter = StatusReporter(config.operator_url, record[0], record[1], config.token)
+        reporter.start()
+
     async def report(up: bool, reason: str) -> None:
-        # The operator client arrives with the operator issue; until then the state is logged.
         log.info("agent.report", up=up, reason=reason, operator_url=config.operator_url)
+        if reporter is not None:
+            await reporter(up, reason)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,5 +138,10 @@ async def _serve(config: AgentConfig) -> None:
         log.info("agent.stopping")
     finally:
         await server.aclose(grace=5.0)
+        if reporter is not None:
+            # The last report ("down") should reach the operator before we go; not forever.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reporter.wait_delivered(), 2.0)
+            await reporter.aclose()
         if runner is not None:
             await runner.cleanup()
