@@ -1,0 +1,72 @@
+"""``kubetunnel sandbox``: run the local Kubernetes-compatible API server.
+
+aiohttp and the server modules are imported inside the command, so ``kubetunnel sandbox --help``
+stays as light as the root help.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import pathlib
+
+import click
+
+from kubetunnel.console import common_options, run_async
+
+
+@click.group()
+@common_options
+def sandbox() -> None:
+    """A local stand-in for a Kubernetes cluster (for trying KubeTunnel and for its tests)."""
+
+
+def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        if value == "localhost":
+            return "127.0.0.1"
+        raise click.BadParameter(f"{value!r} is not an IP address") from None
+    if not address.is_loopback:
+        raise click.BadParameter(
+            f"{value} is not a loopback address; the sandbox has no "
+            "authorization beyond its token and must not be reachable from elsewhere"
+        )
+    return value
+
+
+@sandbox.command()
+@common_options
+@click.option(
+    "--kubeconfig",
+    "kubeconfig",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=pathlib.Path),
+    help="Where to write the kubeconfig for this sandbox (written once it serves).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="TCP port of the API server; 0 picks a free one.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    callback=_loopback,
+    help="Loopback address to listen on.",
+)
+@click.option(
+    "--watch-history",
+    type=click.IntRange(10, 10_000_000),
+    default=10_000,
+    show_default=True,
+    help="Watch events kept for replay; older resourceVersions get 410 Gone.",
+)
+def up(kubeconfig: pathlib.Path, port: int, host: str, watch_history: int) -> None:
+    """Serve the API in the foreground until SIGINT or SIGTERM."""
+    from modes.sandbox.running import serve
+
+    run_async(serve(kubeconfig=kubeconfig, host=host, port=port, history=watch_history))
