@@ -23,7 +23,6 @@ TUNNEL_LABEL = "kubetunnel.dev/tunnel"
 SPEC_HASH = "kubetunnel.dev/spec-hash"
 RECORD_UID = "kubetunnel.dev/record-uid"
 TOKEN_KEY = "token"  # noqa: S105 - the key name in the Secret, not a secret
-TOKEN_DIR = "/var/run/kubetunnel"  # noqa: S105 - where the Secret is mounted
 TUNNEL_PORT_NAME = "tunnel"
 HEALTH_PORT_NAME = "health"
 
@@ -114,7 +113,11 @@ def deployment(
         {"name": "KUBETUNNEL_TUNNEL_PORT", "value": str(ports.tunnel)},
         {"name": "KUBETUNNEL_HEALTH_PORT", "value": str(ports.health)},
         {"name": "KUBETUNNEL_PORTS", "value": " ".join(str(n) for n, _ in ports.service)},
-        {"name": "KUBETUNNEL_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"},
+        # From the Secret through the environment, not a volume: runtimes without mounts at a
+        # fixed path (the sandbox runs pods as processes) work the same way.
+        {"name": "KUBETUNNEL_TOKEN_FROM_ENV", "value": "true"},
+        {"name": "KUBETUNNEL_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": name, "key": TOKEN_KEY}}},
         {"name": "KUBETUNNEL_OPERATOR_URL", "value": operator_url},
         {"name": "KUBETUNNEL_TUNNEL_NAME", "value": record.name},
         {"name": "KUBETUNNEL_TUNNEL_NAMESPACE",
@@ -141,7 +144,6 @@ def deployment(
                           "periodSeconds": 10, "failureThreshold": 3},
         "imagePullPolicy": "IfNotPresent",
         "volumeMounts": [
-            {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
             # The only writable place: the zipapp unpacks itself under SHIV_ROOT=/tmp/.shiv.
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, per pod
         ],
@@ -170,7 +172,6 @@ def deployment(
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [container],
                 "volumes": [
-                    {"name": "token", "secret": {"secretName": name, "defaultMode": 0o440}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                 ],
             },

@@ -63,17 +63,19 @@ async def agent_env(client: KubeClient, namespace: str, op: Operator, token_file
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["agent"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    field_refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
-                  for e in container["env"] if "valueFrom" in e}
-    assert field_refs == {"KUBETUNNEL_TUNNEL_NAMESPACE": "metadata.namespace"}
+    refs = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {
+        "KUBETUNNEL_TUNNEL_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "KUBETUNNEL_TOKEN": {"secretKeyRef": {"name": "kubetunnel-orders", "key": "token"}},
+    }
     assert env["KUBETUNNEL_PORTS"] == "8080"
-    assert env["KUBETUNNEL_TOKEN_FILE"] == "/var/run/kubetunnel/token"
+    assert env["KUBETUNNEL_TOKEN_FROM_ENV"] == "true"
     env.update(
         KUBETUNNEL_TUNNEL_NAMESPACE=namespace,
         KUBETUNNEL_PORTS=str(ports["service"]),
         KUBETUNNEL_TUNNEL_PORT=str(ports["tunnel"]),
         KUBETUNNEL_HEALTH_PORT=str(ports["health"]),
-        KUBETUNNEL_TOKEN_FILE=str(token_file),
+        KUBETUNNEL_TOKEN=await asyncio.to_thread(token_file.read_text),
         # The ClusterIP needs kube-proxy (sandbox part 2); the operator's own port instead.
         KUBETUNNEL_OPERATOR_URL=f"http://127.0.0.1:{op.api_port}",
         KUBETUNNEL_BIND_ADDRESS="127.0.0.1",
