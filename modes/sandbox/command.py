@@ -65,8 +65,36 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="Watch events kept for replay; older resourceVersions get 410 Gone.",
 )
-def up(kubeconfig: pathlib.Path, port: int, host: str, watch_history: int) -> None:
+@click.option(
+    "--kubetunnel-image",
+    "kubetunnel_images",
+    multiple=True,
+    help="Image pattern that runs this KubeTunnel build as a pod (repeatable; default: "
+    "any image whose repository ends in 'kubetunnel').",
+)
+@click.option(
+    "--node/--no-node",
+    default=True,
+    show_default=True,
+    help="Run the controllers, the process kubelet and the loopback kube-proxy. --no-node "
+    "serves the API alone, like a control plane without nodes (tests that play the kubelet).",
+)
+def up(
+    kubeconfig: pathlib.Path, port: int, host: str, watch_history: int,
+    kubetunnel_images: tuple[str, ...], node: bool,
+) -> None:
     """Serve the API in the foreground until SIGINT or SIGTERM."""
     from modes.sandbox.running import serve
 
-    run_async(serve(kubeconfig=kubeconfig, host=host, port=port, history=watch_history))
+    run_async(serve(kubeconfig=kubeconfig, host=host, port=port, history=watch_history,
+                    kubetunnel_images=kubetunnel_images, node=node))
+
+
+def _attach_node_commands() -> None:
+    # The sample workloads are commands of this same build, run by the sandbox's kubelet.
+    from modes.sandbox.node.command import echo
+
+    sandbox.add_command(echo)
+
+
+_attach_node_commands()

@@ -60,7 +60,14 @@ def write_kubeconfig(path: pathlib.Path, text: str) -> None:
     tmp.replace(path)
 
 
-async def serve(*, kubeconfig: pathlib.Path, host: str, port: int, history: int) -> None:
+async def serve(
+    *, kubeconfig: pathlib.Path, host: str, port: int, history: int,
+    kubetunnel_images: tuple[str, ...] = (),
+    node: bool = True,
+) -> None:
+    from modes.sandbox.node.proxy import privileged_ports_note
+    from modes.sandbox.node.wiring import start_node
+
     sandbox = Sandbox(history=history)
     runner = web.AppRunner(
         sandbox.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
@@ -76,6 +83,13 @@ async def serve(*, kubeconfig: pathlib.Path, host: str, port: int, history: int)
     bound = runner.addresses[0]
     url = f"https://{bound[0]}:{bound[1]}"
     sandbox.address = f"{bound[0]}:{bound[1]}"
+    # The node (kubelet, kube-proxy, controllers) runs pods as processes of this sandbox.
+    running_node = None
+    if node and kubetunnel_images:
+        running_node = await start_node(sandbox, server=url, ca_pem=credentials.ca_pem,
+                                        kubetunnel_images=kubetunnel_images)
+    elif node:
+        running_node = await start_node(sandbox, server=url, ca_pem=credentials.ca_pem)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,6 +105,8 @@ async def serve(*, kubeconfig: pathlib.Path, host: str, port: int, history: int)
             raise KubetunnelError(
                 f"cannot write kubeconfig {kubeconfig}: {exc.strerror or exc}"
             ) from None
+        if running_node is not None and (note := privileged_ports_note()):
+            print(note, file=sys.stderr, flush=True)
         log.info("sandbox.serving", server=url, kubeconfig=str(kubeconfig))
         print(f"sandbox ready: server={url} kubeconfig={kubeconfig}", flush=True)
         await stop.wait()
@@ -98,5 +114,8 @@ async def serve(*, kubeconfig: pathlib.Path, host: str, port: int, history: int)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        # Pods and port-forward sessions first, so no process outlives the sandbox.
+        if running_node is not None:
+            await running_node.stop()
         await runner.cleanup()
     sys.stdout.flush()

@@ -34,7 +34,8 @@ class Sandbox:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with running_sandbox(tmp_path_factory.mktemp("sandbox")) as running:
+    # API server only: these tests play the kubelet (pod status) themselves.
+    with running_sandbox(tmp_path_factory.mktemp("sandbox"), extra_args=("--no-node",)) as running:
         # The CRD, and the operator Service whose ClusterIP the agents are given.
         cluster.kubectl(running.kubeconfig, "apply", "-f", str(MANIFESTS / "crd.yaml"),
                         "-f", str(MANIFESTS / "namespace.yaml"),

@@ -175,8 +175,15 @@ def test_builtin_crud(
     read = call("read")
     assert read.metadata.uid == meta.uid
     assert name in [i.metadata.name for i in call("list", label_selector="x=1").items]
-    read.metadata.labels["x"] = "2"
-    replaced = call("replace", read)
+    for _ in range(10):  # the kubelet writes pod status meanwhile: retry on conflict, as clients do
+        read.metadata.labels["x"] = "2"
+        try:
+            replaced = call("replace", read)
+            break
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            read = call("read")
     assert replaced.metadata.labels["x"] == "2"
     assert int(replaced.metadata.resource_version) > int(meta.resource_version)
     call("delete")

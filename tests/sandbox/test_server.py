@@ -262,26 +262,21 @@ def test_dry_run_create_is_not_stored(raw: Raw, ns: str) -> None:
     assert raw("GET", f"/api/v1/namespaces/{ns}/configmaps/dry")[0] == 404
 
 
-def test_builtin_status_subresource(apps: client.AppsV1Api, ns: str) -> None:
-    template = {
-        "metadata": {"labels": {"a": "b"}},
-        "spec": {"containers": [{"name": "c", "image": "i"}]},
-    }
-    apps.create_namespaced_deployment(
-        ns,
-        {
-            "metadata": {"name": "d"},
-            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": template},
-        },
+def test_builtin_status_subresource(core: client.CoreV1Api, ns: str) -> None:
+    # A selector-less Service: no controller of the sandbox writes its status, as in a cluster
+    # without a load-balancer controller, so what we read back is what the API server kept.
+    core.create_namespaced_service(ns, {"metadata": {"name": "s"},
+                                        "spec": {"ports": [{"port": 80}]}})
+    updated = core.patch_namespaced_service_status("s", ns, {
+        "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.9"}]}},
+        "spec": {"ports": [{"port": 81}]},
+    })
+    assert updated.status.load_balancer.ingress[0].ip == "127.0.0.9"
+    assert updated.spec.ports[0].port == 80  # /status ignores the spec
+    main = core.patch_namespaced_service(
+        "s", ns, {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.10"}]}}}
     )
-    updated = apps.patch_namespaced_deployment_status(
-        "d", ns, {"status": {"replicas": 1, "readyReplicas": 1}, "spec": {"replicas": 5}}
-    )
-    assert updated.status.ready_replicas == 1
-    assert updated.spec.replicas == 1
-    assert updated.metadata.generation == 1
-    main = apps.patch_namespaced_deployment("d", ns, {"status": {"readyReplicas": 0}})
-    assert main.status.ready_replicas == 1
+    assert main.status.load_balancer.ingress[0].ip == "127.0.0.9"  # main resource: no status
 
 
 def test_all_namespaces_path_only_lists(raw: Raw) -> None:

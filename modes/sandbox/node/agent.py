@@ -1,0 +1,133 @@
+"""The node inside the sandbox process: follows Pods, Services and Endpoints through the store
+and drives the kubelet and the proxy.
+
+One watch loop per resource type, each applying events in order. A failing event is logged and
+skipped rather than stopping the loop: one odd object must not stall every other pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from kubetunnel.logging import get_logger
+from modes.sandbox.node.kubelet import Kubelet, KubeletConfig
+from modes.sandbox.node.logbuffer import ContainerLog
+from modes.sandbox.node.proxy import Backend, ServiceProxy
+from modes.sandbox.node.store import ENDPOINTS, PODS, SERVICES, Key, NodeStore
+
+Obj = dict[str, Any]
+log = get_logger(__name__)
+
+
+def service_ports(service: Obj) -> tuple[str | None, dict[str, int]]:
+    """ClusterIP and TCP ports (name -> port) the proxy serves for a Service."""
+    spec = service.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return None, {}
+    ports = {
+        str(p.get("name") or ""): int(p["port"])
+        for p in spec.get("ports") or []
+        if p.get("protocol", "TCP") == "TCP"
+    }
+    return spec.get("clusterIP"), ports
+
+
+def endpoint_backends(endpoints: Obj) -> dict[str, list[Backend]]:
+    """Ready addresses per port name; notReadyAddresses never receive traffic."""
+    backends: dict[str, list[Backend]] = {}
+    for subset in endpoints.get("subsets") or []:
+        for port in subset.get("ports") or []:
+            if port.get("protocol", "TCP") != "TCP":
+                continue
+            found = backends.setdefault(str(port.get("name") or ""), [])
+            found.extend((a["ip"], int(port["port"])) for a in subset.get("addresses") or [])
+    return backends
+
+
+class NodeAgent:
+    """``start(store)`` / ``stop()``: the kubelet and kube-proxy of the sandbox's one node."""
+
+    def __init__(self, config: KubeletConfig) -> None:
+        self.config = config
+        self.proxy = ServiceProxy()
+        self.kubelet: Kubelet | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Open port-forward websockets, closed on stop (clients may never hang up themselves).
+        self.sessions: set[web.WebSocketResponse] = set()
+
+    async def start(self, store: NodeStore) -> None:
+        self.kubelet = Kubelet(store, self.config)
+        loops: list[tuple[Key, Callable[[str, Obj], Awaitable[None]]]] = [
+            (PODS, self.kubelet.handle),
+            (SERVICES, self._service),
+            (ENDPOINTS, self._endpoints),
+        ]
+        for key, handler in loops:
+            self._tasks.append(
+                asyncio.create_task(self._follow(store, key, handler), name=f"node-watch-{key[1]}")
+            )
+        log.info("node.started", node=self.config.node_name)
+
+    async def stop(self) -> None:
+        """Stop watching, terminate every pod (no process survives), close every listener."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await asyncio.gather(*(ws.close() for ws in list(self.sessions)), return_exceptions=True)
+        if self.kubelet is not None:
+            await self.kubelet.shutdown()
+        await self.proxy.stop()
+        log.info("node.stopped", node=self.config.node_name)
+
+    async def _follow(
+        self, store: NodeStore, key: Key, handler: Callable[[str, Obj], Awaitable[None]]
+    ) -> None:
+        async for kind, obj in store.watch(key):
+            try:
+                await handler(kind, obj)
+            except Exception:
+                meta = obj.get("metadata") or {}
+                log.exception(
+                    "node.event_failed",
+                    resource=key[1],
+                    type=kind,
+                    namespace=meta.get("namespace"),
+                    name=meta.get("name"),
+                )
+
+    async def _service(self, kind: str, service: Obj) -> None:
+        meta = service["metadata"]
+        if kind == "DELETED":
+            await self.proxy.remove_service(meta["namespace"], meta["name"])
+            return
+        cluster_ip, ports = service_ports(service)
+        await self.proxy.set_service(meta["namespace"], meta["name"], cluster_ip, ports)
+
+    async def _endpoints(self, kind: str, endpoints: Obj) -> None:
+        meta = endpoints["metadata"]
+        if kind == "DELETED":
+            self.proxy.remove_endpoints(meta["namespace"], meta["name"])
+        else:
+            self.proxy.set_endpoints(meta["namespace"], meta["name"], endpoint_backends(endpoints))
+
+    # -- what the node's HTTP handlers read -------------------------------------------------
+
+    def pod_ip(self, namespace: str, name: str) -> str | None:
+        worker = self.kubelet.find(namespace, name) if self.kubelet else None
+        return worker.pod_ip if worker else None
+
+    def log_of(self, namespace: str, name: str) -> Callable[[str, bool], ContainerLog | None]:
+        worker = self.kubelet.find(namespace, name) if self.kubelet else None
+
+        def lookup(container: str, previous: bool) -> ContainerLog | None:
+            return worker.container_log(container, previous) if worker else None
+
+        return lookup

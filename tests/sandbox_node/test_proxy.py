@@ -1,0 +1,141 @@
+"""The loopback kube-proxy: round robin, live endpoint changes, open connections kept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from modes.sandbox.node import proxy as proxy_module
+from modes.sandbox.node.proxy import ServiceProxy
+
+CLUSTER_IP = "127.78.0.10"
+
+
+@contextlib.asynccontextmanager
+async def backend(name: str, host: str) -> AsyncIterator[tuple[str, int]]:
+    """Greets with its name, then echoes every line prefixed with it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"{name}\n".encode())
+        while line := await reader.readline():
+            writer.write(f"{name}:".encode() + line)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, host, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield host, port
+    finally:
+        server.close()
+        if hasattr(server, "close_clients"):
+            server.close_clients()
+
+
+async def connect(port: int) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(CLUSTER_IP, port)
+    greeting = await asyncio.wait_for(reader.readline(), 2)
+    return greeting.decode().strip(), reader, writer
+
+
+async def hangup(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[ServiceProxy]:
+    proxy = ServiceProxy()
+    yield proxy
+    await proxy.stop()
+
+
+async def test_round_robin_over_ready_endpoints(services: ServiceProxy) -> None:
+    async with backend("a", "127.77.1.1") as a, backend("b", "127.77.1.2") as b:
+        await services.set_service("default", "web", CLUSTER_IP, {"http": 18080})
+        services.set_endpoints("default", "web", {"http": [a, b]})
+        seen = []
+        for _ in range(4):
+            name, _, writer = await connect(18080)
+            seen.append(name)
+            await hangup(writer)
+        assert seen in (["a", "b", "a", "b"], ["b", "a", "b", "a"])
+
+
+async def test_endpoint_change_is_live_and_keeps_open_connections(services: ServiceProxy) -> None:
+    async with backend("old", "127.77.1.1") as old, backend("new", "127.77.1.2") as new:
+        services.set_endpoints("default", "web", {"http": [old]})  # before the Service: kept
+        await services.set_service("default", "web", CLUSTER_IP, {"http": 18081})
+        name, reader, writer = await connect(18081)
+        assert name == "old"
+        switched = time.monotonic()
+        services.set_endpoints("default", "web", {"http": [new]})
+        name2, _, writer2 = await connect(18081)
+        assert name2 == "new"
+        assert time.monotonic() - switched < 0.1
+        writer.write(b"still there?\n")
+        assert await asyncio.wait_for(reader.readline(), 2) == b"old:still there?\n"
+        await hangup(writer)
+        await hangup(writer2)
+
+
+async def test_no_endpoints_closes_the_connection(services: ServiceProxy) -> None:
+    await services.set_service("default", "empty", CLUSTER_IP, {"": 18082})
+    reader, writer = await asyncio.open_connection(CLUSTER_IP, 18082)
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    await hangup(writer)
+
+
+async def test_deleted_service_stops_listening_but_keeps_open_connections(
+        services: ServiceProxy) -> None:
+    async with backend("a", "127.77.1.1") as a:
+        await services.set_service("default", "web", CLUSTER_IP, {"http": 18083})
+        services.set_endpoints("default", "web", {"http": [a]})
+        _, reader, writer = await connect(18083)
+        await services.remove_service("default", "web")
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(CLUSTER_IP, 18083)
+        writer.write(b"x\n")
+        assert await asyncio.wait_for(reader.readline(), 2) == b"a:x\n"
+        await hangup(writer)
+
+
+async def test_large_transfer_both_ways(services: ServiceProxy) -> None:
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        total = 0
+        while data := await reader.read(1 << 20):
+            total += len(data)
+        writer.write(str(total).encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.77.1.3", 0)
+    port = server.sockets[0].getsockname()[1]
+    await services.set_service("default", "sink", CLUSTER_IP, {"": 18084})
+    services.set_endpoints("default", "sink", {"": [("127.77.1.3", port)]})
+    reader, writer = await asyncio.open_connection(CLUSTER_IP, 18084)
+    block = b"x" * (1 << 20)
+    for _ in range(32):
+        writer.write(block)
+        await writer.drain()
+    writer.write_eof()  # half-close: the answer still has to come back
+    assert await asyncio.wait_for(reader.read(), 5) == str(32 << 20).encode()
+    await hangup(writer)
+    server.close()
+
+
+def test_privileged_ports_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proxy_module.os, "geteuid", lambda: 0)
+    assert proxy_module.privileged_ports_note() is None
+    monkeypatch.setattr(proxy_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(proxy_module, "unprivileged_port_start", lambda: 1024)
+    note = proxy_module.privileged_ports_note()
+    assert note is not None
+    assert "\n" not in note
+    assert "below 1024" in note
+    assert "root" in note
