@@ -27,8 +27,10 @@ def _set_logging(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     # for the subcommand too, and one given on the subcommand wins.
     if value is not None:
         ctx.meta[f"kubetunnel.{param.name}"] = value
+    # A group may lower the default (the workstation CLI shows progress, not info events).
+    default_level = ctx.meta.get("kubetunnel.default_log_level", "info")
     kt_logging.configure(
-        ctx.meta.get("kubetunnel.log_level", "info"), ctx.meta.get("kubetunnel.log_format")
+        ctx.meta.get("kubetunnel.log_level", default_level), ctx.meta.get("kubetunnel.log_format")
     )
     return value
 

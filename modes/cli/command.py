@@ -22,5 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 @click.group(cls=LazyGroup, lazy=COMMANDS)
 @common_options
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Work with tunnels from this workstation."""
+    # Commands here print their own progress; log events only from warnings up unless asked.
+    ctx.meta.setdefault("kubetunnel.default_log_level", "warning")

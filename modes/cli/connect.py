@@ -276,6 +276,7 @@ class Connection:
         self.progress.step(f"local process answering on {local}")
         switched = False
         last_switch = "-"
+        answering = True
         while not self.stop.is_set():
             current = await store.get(record.namespace, record.name)
             if current is None or current.deleting:
@@ -289,12 +290,19 @@ class Connection:
                                        f"{record.service} -> {local}")
                 else:
                     self.progress.note(f"traffic back to the cluster ({tunnel.local_reason})")
+            if tunnel.local_answering is not None and tunnel.local_answering != answering:
+                answering = tunnel.local_answering
+                if answering:
+                    self.progress.note("local process is back: traffic returns to it")
+                else:
+                    self.progress.note(f"local process stopped ({tunnel.local_reason}): "
+                                       "traffic goes back to the cluster")
             failure = tunnel.failure
             if failure is not None:
                 raise failure
             session = tunnel.session
             streams = len(session.streams) if session is not None else 0
-            state = "local" if switched else "cluster"
+            state = "local" if switched and answering else "cluster"
             self.progress.live(
                 f"  traffic -> {state} | tunnel {'up' if tunnel.connected else 'reconnecting'}"
                 f" | streams open {streams} | last switch {last_switch}"

@@ -153,7 +153,11 @@ class Prober:
                         failures=failures,
                     )
                     self._flip(False, message)
-            await asyncio.sleep(period if ever_succeeded else min(period, self.eager_period))
+            # Only readiness and startup are hurried: a liveness probe that failed at the eager
+            # pace would kill a container that is merely still starting, which the kubelet's
+            # periodSeconds x failureThreshold would not.
+            eager = not ever_succeeded and self.kind != "liveness"
+            await asyncio.sleep(min(period, self.eager_period) if eager else period)
 
     def _flip(self, result: bool, message: str) -> None:
         self.result = result
