@@ -189,6 +189,59 @@ async def bench_aiohttp(url: str, token: str, port: int, mib: int) -> float:
         return 2 * mib / (time.monotonic() - began)
 
 
+async def bench_ours(url: str, token: str, port: int, mib: int) -> float:
+    """KubeTunnel's own ``portforward`` transport plugin over the same pod port."""
+    from kubetunnel.kube import KubeAccess
+    from kubetunnel.plugins import TransportSettings, TunnelTarget
+    from kubetunnel.transports.portforward import PortForwardTransport
+
+    config = client.Configuration(host=url)
+    config.api_key = {"authorization": token}
+    config.api_key_prefix = {"authorization": "Bearer"}
+    transport = PortForwardTransport(TransportSettings(kube=KubeAccess(config)))
+    stream = await transport.connect(TunnelTarget("default", pod="sink", port=port))
+    block = bytes(range(256)) * 1024
+    began = time.monotonic()
+
+    async def upload() -> None:
+        for _ in range(mib * 4):
+            await stream.send(block)
+
+    sender = asyncio.create_task(upload())
+    got = 0
+    while got < mib * MIB:
+        data = await stream.receive(MIB)
+        if not data:
+            raise RuntimeError(f"stream ended after {got} bytes")
+        got += len(data)
+    await sender
+    elapsed = time.monotonic() - began
+    await stream.aclose()
+    await transport.aclose()
+    return 2 * mib / elapsed
+
+
+def measure_portforward(mib: int) -> tuple[float, float, float]:
+    """(official client, plain aiohttp, our transport) in MiB/s over one sandbox pod port."""
+    with tempfile.TemporaryDirectory() as state:
+        server = Server(Path(state))
+        config = client.Configuration(host=server.url)
+        config.api_key = {"authorization": server.sandbox.token}
+        config.api_key_prefix = {"authorization": "Bearer"}
+        try:
+            with client.ApiClient(config) as api:
+                core = client.CoreV1Api(api)
+                _sink_pod(core)
+                official = bench_official(core, server.echo_port, mib)
+                plain = asyncio.run(bench_aiohttp(server.url, server.sandbox.token,
+                                                  server.echo_port, mib))
+                ours = asyncio.run(bench_ours(server.url, server.sandbox.token,
+                                              server.echo_port, mib))
+        finally:
+            server.close()
+    return official, plain, ours
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=100, help="MiB each way (default 100)")
@@ -207,16 +260,19 @@ def main() -> None:
                 official = bench_official(core, server.echo_port, args.mib)
                 plain = asyncio.run(bench_aiohttp(server.url, server.sandbox.token,
                                                   server.echo_port, args.mib))
+                ours = asyncio.run(bench_ours(server.url, server.sandbox.token,
+                                              server.echo_port, args.mib))
         finally:
             server.close()
     p50 = statistics.median(deployments) * 1000
     print(f"ready      deployment->available p50 {p50:.0f} ms  max {max(deployments)*1000:.0f} ms"
           f"   pod->ready p50 {statistics.median(pods)*1000:.0f} ms  "
           f"max {max(pods)*1000:.0f} ms   (target: < 1000 ms)")
-    print(f"pf-official {official:.0f} MiB/s   pf-aiohttp {plain:.0f} MiB/s "
+    print(f"pf-official {official:.0f} MiB/s   pf-aiohttp {plain:.0f} MiB/s   "
+          f"pf-kubetunnel {ours:.0f} MiB/s ({ours / official:.2f}x official) "
           f"({args.mib} MiB each way, both at once)")
     print(f"RESULT ready_p50_ms={p50:.0f} pf_official_mibps={official:.0f} "
-          f"pf_aiohttp_mibps={plain:.0f}")
+          f"pf_aiohttp_mibps={plain:.0f} pf_kubetunnel_mibps={ours:.0f}")
 
 
 if __name__ == "__main__":

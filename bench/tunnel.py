@@ -293,6 +293,8 @@ def main() -> int:
     parser.add_argument("--role", choices=["bench", "server", "cli"], default="bench")
     parser.add_argument("--sink-port", type=int)
     parser.add_argument("--echo-port", type=int)
+    parser.add_argument("--pf-mib", type=int, default=50,
+                        help="MiB each way for the port-forward comparison (0: skip it)")
     parser.add_argument("--agent")
     parser.add_argument("--route", action="append", default=[])
     args = parser.parse_args()
@@ -359,10 +361,26 @@ def report(p: dict[str, int], args: argparse.Namespace) -> int:
     print(f"tunnel: {args.streams} concurrent streams x {args.rounds} req/resp: errors={errors} "
           f"p50={p50:.1f}ms p99={p99:.1f}ms in {took:.1f}s")
     tunnel = names[2]
+    pf_ratio = "na"
+    if args.pf_mib > 0:
+        official, plain, ours = _portforward(args.pf_mib)
+        pf_ratio = f"{ours / official:.2f}"
+        print(f"port-forward on a sandbox pod, {args.pf_mib} MiB each way at once: official "
+              f"client {official:.0f} MiB/s, plain aiohttp {plain:.0f} MiB/s, our portforward "
+              f"transport {ours:.0f} MiB/s = {pf_ratio}x the official client (target >= 3x)")
     print(f"RESULT throughput_vs_socat={ratio(rates, tunnel):.2f} "
           f"latency_p50_vs_socat={ratio(round_p50, tunnel):.2f} streams_errors={errors} "
-          "portforward_vs_official=na")
+          f"portforward_vs_official={pf_ratio}")
     return 0
+
+
+def _portforward(mib: int) -> tuple[float, float, float]:
+    # The sandbox (issue 4) serves the pod port-forward; its bench module drives all three
+    # clients over the same pod port.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sandbox_node import measure_portforward
+
+    return measure_portforward(mib)
 
 
 if __name__ == "__main__":
