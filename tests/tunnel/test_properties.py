@@ -14,7 +14,7 @@ from kubetunnel.tunnel.framing import OPEN_INBOUND, OPEN_OUTBOUND, Payload
 from kubetunnel.tunnel.session import SessionOptions
 from kubetunnel.tunnel.streams import Stream
 
-from .conftest import make_pair
+from .conftest import Pair, make_pair
 
 SIDES = ("cli", "agent")
 
@@ -76,9 +76,20 @@ def test_random_interleavings_keep_bytes_in_order(program: list[tuple], kind: st
 
 
 async def _run(program: list[tuple], kind: str) -> None:
+    # A short flush timeout: a failing example (which hypothesis then shrinks, running it many
+    # more times) must not spend seconds closing its sessions.
     options = SessionOptions(window=2048, frame_size=700, high_water=4096,
-                             ping_interval=60, ping_timeout=120)
+                             ping_interval=60, ping_timeout=120, flush_timeout=0.2)
     pair, tasks = await make_pair(kind, options)
+    try:
+        await _play(program, pair)
+    finally:
+        await pair.cli.aclose()
+        await pair.agent.aclose()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _play(program: list[tuple], pair: Pair) -> None:
     sessions = {"cli": pair.cli, "agent": pair.agent}
     queues = {"cli": pair.cli_opened, "agent": pair.agent_opened}
     ends: list[dict[str, End]] = []  # per stream: side -> End
@@ -137,9 +148,11 @@ async def _run(program: list[tuple], kind: str) -> None:
                 end.stream.reset()
         await settle(op[1] if op[0] == "turn" else 1)
 
-    # Wind down: everyone finishes what they started and reads everything.
+    # Wind down: everyone finishes what they started and reads everything. Real sockets deliver
+    # when the kernel does, not after a fixed number of loop turns: wait by the clock.
     await settle(5)
-    for _ in range(400):
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
         progress = False
         for pairing in ends:
             for end in pairing.values():
@@ -152,6 +165,8 @@ async def _run(program: list[tuple], kind: str) -> None:
         await settle(2)
         if not progress and not pair.cli.streams and not pair.agent.streams:
             break
+        if not progress:
+            await asyncio.sleep(0.001)
 
     assert not pair.cli.closed, pair.cli.close_reason
     assert not pair.agent.closed, pair.agent.close_reason
@@ -174,6 +189,3 @@ async def _run(program: list[tuple], kind: str) -> None:
             if one.stream.reset_code is not None and other.stream.reset_code is None:
                 assert other.stream.local_fin
                 assert other.stream.remote_fin
-    await pair.cli.aclose()
-    await pair.agent.aclose()
-    await asyncio.gather(*tasks)
