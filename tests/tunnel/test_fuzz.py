@@ -50,7 +50,8 @@ def test_session_survives_random_frames(blobs: list[bytes]) -> None:
         opened: list[object] = []
         session = Session(
             ours, initiator=True, peer_window=1024,
-            options=SessionOptions(window=1024, ping_interval=60, ping_timeout=120),
+            options=SessionOptions(window=1024, ping_interval=60, ping_timeout=120,
+                                   flush_timeout=0.2),
             on_open=opened.append, name="fuzz",
         )
         runner = asyncio.create_task(session.run())
