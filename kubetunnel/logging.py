@@ -46,11 +46,11 @@ def configure(level: str = "info", fmt: LogFormat | None = None) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library; send them through the same renderer.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
@@ -61,6 +61,26 @@ def configure(level: str = "info", fmt: LogFormat | None = None) -> None:
     # Third-party chatter only from warnings up unless the user asked for debug.
     root.setLevel(numeric if level == "debug" else max(numeric, logging.WARNING))
     _configured = (level, fmt)
+
+
+def _stderr_logger(*args: object) -> object:
+    # Resolve sys.stderr at each use, not once: whoever swaps it (a test runner capturing output,
+    # a daemonising parent) must not leave us writing to a closed file.
+    import structlog
+
+    return structlog.PrintLogger(file=sys.stderr)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that always writes to the current ``sys.stderr`` (see above)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

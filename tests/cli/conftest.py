@@ -20,7 +20,9 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    with running_sandbox(tmp_path_factory.mktemp("sandbox")) as running:
+    # API server only: these tests are about what the CLI itself writes, so no operator pod may
+    # reconcile (and change) the objects they compare.
+    with running_sandbox(tmp_path_factory.mktemp("sandbox"), extra_args=("--no-node",)) as running:
         yield running
 
 
