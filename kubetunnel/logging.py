@@ -74,7 +74,7 @@ def _stderr_logger(*args: object) -> object:
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that always writes to the current ``sys.stderr`` (see above)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
