@@ -259,7 +259,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=500, help="records for the scale run")
     args = parser.parse_args()
     started = time.perf_counter()
-    with running_sandbox() as sandbox:
+    # API server only: the benchmark plays the kubelet (agent pod readiness) itself.
+    with running_sandbox(extra_args=("--no-node",)) as sandbox:
         subprocess.run(
             ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), "apply",
              "-f", str(ROOT / "manifests" / "crd.yaml"),

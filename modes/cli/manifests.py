@@ -48,6 +48,10 @@ def customized(
             for container in pod["containers"]:
                 if image:
                     container["image"] = image
+                    # Tunnel pods run the same image as the operator that creates them.
+                    env = container.setdefault("env", [])
+                    env[:] = [e for e in env if e.get("name") != "KUBETUNNEL_AGENT_IMAGE"]
+                    env.append({"name": "KUBETUNNEL_AGENT_IMAGE", "value": image})
                 args = container.get("args", [])
                 if "--namespace" in args:
                     args[args.index("--namespace") + 1] = namespace

@@ -98,3 +98,14 @@ def test_unreachable_cluster_is_one_line(kt: Run, tmp_path: object) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("kubetunnel: error: cannot reach the Kubernetes API at "
                                "https://127.0.0.1:9")
+
+
+def test_image_option_sets_the_agent_image_too(kt: Run) -> None:
+    import yaml
+
+    out = kt("cli", "install", "--dry-run", "--image", "registry.local/kt:dev")
+    assert out.returncode == 0, out.stderr
+    deployment = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.local/kt:dev"
+    assert {"name": "KUBETUNNEL_AGENT_IMAGE", "value": "registry.local/kt:dev"} in container["env"]
