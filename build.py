@@ -93,6 +93,9 @@ def build(output: Path, python: str) -> Path:
             "--python", python,
             "--compressed",
             "--reproducible",
+            # Child processes (the sandbox's pods, `demo`'s connect) run `python -m modes` and
+            # must find the same code: shiv puts the unpacked site-packages on PYTHONPATH.
+            "--extend-pythonpath",
         ]
         try:
             shiv_main.main(args=args, prog_name="shiv", standalone_mode=False)

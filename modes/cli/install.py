@@ -165,11 +165,12 @@ def install(kube: KubeOptions, operator_namespace: str, image: str | None, dry_r
     if dry_run:
         click.echo(manifests.to_yaml(objects), nl=False)
         return
-    run_async(_install(kube, namespace, objects, wait, timeout))
+    run_async(install_operator(kube, namespace, objects, wait, timeout))
 
 
-async def _install(kube: KubeOptions, namespace: str, objects: list[dict[str, Any]],
-                   wait: bool, timeout: float) -> None:
+async def install_operator(kube: KubeOptions, namespace: str, objects: list[dict[str, Any]],
+                           wait: bool, timeout: float) -> None:
+    """What ``cli install`` does; ``kubetunnel demo`` installs through this same function."""
     from kubetunnel.kube import KubeClient
 
     progress = Progress()
