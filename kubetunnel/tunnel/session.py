@@ -76,6 +76,9 @@ class Session:
         self._leftover = leftover
         self.name = name
         self.streams: dict[int, Stream] = {}
+        # Payload bytes carried each way, for status displays (one add per frame).
+        self.bytes_sent = 0
+        self.bytes_received = 0
         self._ids = itertools.count(1 if initiator else 2, 2)
         self._last_local_id = 0
         self._last_peer_id = 0
@@ -195,6 +198,7 @@ class Session:
             self._close("the peer stopped reading from the tunnel", error=True)
 
     def _send_data(self, stream_id: int, data: framing.Payload) -> None:
+        self.bytes_sent += len(data)
         self._writer.queue_data(stream_id, data, self.options.frame_size)
 
     def _lost_writing(self, reason: str) -> None:
@@ -276,6 +280,7 @@ class Session:
         streams = self.streams
         for ftype, flags, stream_id, payload in frames:
             if ftype == _DATA:
+                self.bytes_received += len(payload)
                 stream = streams.get(stream_id)
                 if stream is not None:
                     stream._on_data(payload, bool(flags & FLAG_FIN))

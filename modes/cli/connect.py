@@ -302,10 +302,13 @@ class Connection:
                 raise failure
             session = tunnel.session
             streams = len(session.streams) if session is not None else 0
+            to_local = _size(session.bytes_received) if session is not None else "0 B"
+            from_local = _size(session.bytes_sent) if session is not None else "0 B"
             state = "local" if switched and answering else "cluster"
             self.progress.live(
                 f"  traffic -> {state} | tunnel {'up' if tunnel.connected else 'reconnecting'}"
-                f" | streams open {streams} | last switch {last_switch}"
+                f" | streams open {streams} | to local {to_local}, from local {from_local}"
+                f" | last switch {last_switch}"
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 0.25)
@@ -327,3 +330,12 @@ class Connection:
             await asyncio.sleep(0.1)
         self.progress.step(f"disconnected: Service {record.namespace}/{record.service} restored"
                            + (f" ({self.stop_reason})" if self.stop_reason else ""))
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

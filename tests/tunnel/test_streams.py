@@ -235,3 +235,20 @@ async def test_a_peer_that_never_reads_ends_the_session() -> None:
     reason = await asyncio.wait_for(runner, 5)
     assert reason == "the peer stopped reading from the tunnel"
     await theirs.aclose()
+
+
+async def test_sessions_count_payload_bytes_each_way(pair: Pair) -> None:
+    stream = pair.cli.open_stream(OPEN_OUTBOUND, "h:1")
+    await stream.send(b"x" * 1000)
+    await stream.send_eof()
+    peer = await asyncio.wait_for(pair.agent_opened.get(), 5)
+    received = b""
+    while chunk := await peer.receive():
+        received += chunk
+    await peer.send(b"y" * 300)
+    await peer.send_eof()
+    while await stream.receive():
+        pass
+    assert len(received) == 1000
+    assert (pair.cli.bytes_sent, pair.cli.bytes_received) == (1000, 300)
+    assert (pair.agent.bytes_sent, pair.agent.bytes_received) == (300, 1000)
