@@ -76,6 +76,10 @@ def _default_image() -> str:
               help="How long a tunnel pod may be gone or unready before its Service is restored.")
 @click.option("--leader-election/--no-leader-election", default=True, show_default=True,
               help="Elect a leader through a Lease (keep on unless exactly one replica runs).")
+@click.option("--manage-network-policies", is_flag=True, default=False,
+              envvar="KUBETUNNEL_MANAGE_NETWORK_POLICIES",
+              help="Create each tunnel namespace's egress policy and the operator's ingress "
+                   "policy while tunnels exist (docs/network.md).")
 @click.option("--kubeconfig", default=None, envvar="KUBECONFIG",
               help="Kubeconfig to use; without it, the pod's service account in a cluster, "
                    "else the default kubeconfig.")
@@ -84,7 +88,8 @@ def _default_image() -> str:
 def operator(namespace: str, watch_namespaces: str, store_name: str, api_port: int,
              health_port: int, lease_ttl: float, agent_image: str | None,
              operator_url: str | None, resync: float, agent_grace: float,
-             leader_election: bool, kubeconfig: str | None, context: str | None) -> None:
+             leader_election: bool, manage_network_policies: bool, kubeconfig: str | None,
+             context: str | None) -> None:
     """Run the operator (inside the cluster)."""
     from kubetunnel.kube import KubeAccess
     from modes.operator.settings import OperatorSettings
@@ -96,7 +101,7 @@ def operator(namespace: str, watch_namespaces: str, store_name: str, api_port: i
         namespace=namespace, watch_namespaces=_namespaces(watch_namespaces),
         lease_ttl=lease_ttl, agent_image=agent_image or _default_image(),
         operator_url=operator_url, resync=resync, agent_grace=agent_grace,
-        leader_election=leader_election,
+        leader_election=leader_election, manage_network_policies=manage_network_policies,
     )
     host = os.environ.get("KUBETUNNEL_BIND_ADDRESS") or "0.0.0.0"
     run_async(_serve(access, settings, store_name, host, api_port, health_port))

@@ -30,6 +30,7 @@ from modes.operator.events import Recorder
 from modes.operator.leader import LeaderElector
 from modes.operator.metrics import Metrics
 from modes.operator.objects import APP_LABEL, APP_VALUE, TUNNEL_LABEL
+from modes.operator.policies import PolicyManager
 from modes.operator.reconciler import Reconciler
 from modes.operator.settings import OperatorSettings
 from modes.operator.state import Key, State, record_key
@@ -59,6 +60,10 @@ class Operator:
             LeaderElector(client, settings.namespace, settings.leader_lease, self.identity,
                           settings.leader_lease_seconds)
             if settings.leader_election else None
+        )
+        self.policies = (
+            PolicyManager(client, settings.namespace, self.state.all_records, settings.resync)
+            if settings.manage_network_policies else None
         )
         self.synced = asyncio.Event()
         self._leading_without_election = False
@@ -128,6 +133,8 @@ class Operator:
                     group.create_task(self._follow_records(namespace), name="kubetunnel:records")
                 await self._first_resync()
                 group.create_task(self._resync_forever(), name="kubetunnel:resync")
+                if self.policies is not None:
+                    group.create_task(self.policies.run(), name="kubetunnel:policies")
                 self.synced.set()
                 log.info("operator.synced", records=len(self.state.records))
         finally:
@@ -158,6 +165,8 @@ class Operator:
                     else:
                         self.state.put_record(record)
                     self.engine.enqueue(key)
+                    if self.policies is not None:
+                        self.policies.notify()
                     if event.type == "DELETED" or record.deleting:
                         # The Service may now be free for a record that was refused.
                         for other in self.state.same_service(record):

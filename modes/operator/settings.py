@@ -32,6 +32,8 @@ class OperatorSettings:
     leader_lease: str = LEADER_LEASE
     leader_lease_seconds: float = 15.0
     identity: str = ""
+    manage_network_policies: bool = False
+    """Create and remove the network policies of docs/network.md as tunnels come and go."""
 
     def watches(self, namespace: str) -> bool:
         return self.watch_namespaces is None or namespace in self.watch_namespaces

@@ -73,7 +73,7 @@ def record(namespace: str, name: str = "orders", service: str | None = None,
     )
 
 
-def fast_settings(namespace: str, **changes: Any) -> OperatorSettings:
+def fast_settings(namespace: str, /, **changes: Any) -> OperatorSettings:
     settings = OperatorSettings(
         watch_namespaces=(namespace,), resync=2.0, agent_grace=1.0, workers=4,
         agent_image="ghcr.io/we-dcode/kubetunnel:test", leader_lease=f"op-{namespace}",
