@@ -118,3 +118,65 @@ def agent_ports(pod: dict[str, Any], mappings: Sequence[PortMapping]) -> dict[in
                 raise KubetunnelError(f"tunnel pod does not listen on target port {number}")
             result[mapping.service_port] = number
     return result
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool | None:
+    """Whether a label selector selects ``labels``; None when it uses expressions we skip."""
+    if selector.get("matchExpressions"):
+        return None
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def _allows_own_namespace(rule: dict[str, Any], namespace: str) -> bool:
+    peers = rule.get("to")
+    if not peers:
+        return True  # no `to`: every destination
+    for peer in peers:
+        if "ipBlock" in peer:
+            continue
+        ns_selector = peer.get("namespaceSelector")
+        if ns_selector is None:
+            return True  # a podSelector alone means pods of the policy's own namespace
+        labels = {"kubernetes.io/metadata.name": namespace}
+        if _selects(ns_selector, labels) is not False:
+            return True
+    return False
+
+
+def egress_blockers(policies: list[dict[str, Any]], namespace: str,
+                    pod_labels: dict[str, str]) -> list[str]:
+    """Names of the policies that isolate the tunnel pod for egress without letting it reach
+    its own namespace, when no other policy lets it: what makes `forward` through the tunnel
+    fail for that namespace's Services (docs/network.md, --allow-namespace-egress)."""
+    isolating: list[str] = []
+    for policy in policies:
+        spec = policy.get("spec", {})
+        types = spec.get("policyTypes") or (["Egress"] if "egress" in spec else ["Ingress"])
+        if "Egress" not in types:
+            continue
+        selected = _selects(spec.get("podSelector") or {}, pod_labels)
+        if selected is None:
+            return []  # a selector we do not evaluate: say nothing rather than guess
+        if not selected:
+            continue
+        if any(_allows_own_namespace(rule, namespace) for rule in spec.get("egress") or []):
+            return []
+        isolating.append(policy["metadata"]["name"])
+    return isolating
+
+
+async def namespace_egress_warning(client: Any, namespace: str,
+                                   pod_labels: dict[str, str]) -> str | None:
+    from kubetunnel.kube import ApiError
+
+    try:
+        listing = await client.get(
+            f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies")
+    except ApiError:
+        return None  # no permission to look: nothing to say
+    blockers = egress_blockers(listing.get("items", []), namespace, pod_labels)
+    if not blockers:
+        return None
+    return (f"network policy {', '.join(blockers)} in {namespace} blocks the tunnel pod's "
+            f"connections to {namespace}'s own pods, so forwarded connections to its Services "
+            "will fail; render the policies with --allow-namespace-egress (docs/network.md)")

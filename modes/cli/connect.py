@@ -255,6 +255,10 @@ class Connection:
             raise
         where = f"names in {hosts.path}" if hosts else "no hosts entries"
         self.progress.step(f"forwarding {len(forwarded)} Services of {ns} ({where})")
+        labels = {"we-dcode-app": "kubetunnel", cluster.TUNNEL_LABEL: self.s.service}
+        warning = await cluster.namespace_egress_warning(client, ns, labels)
+        if warning:
+            self.progress.note(f"warning: {warning}")
         if hosts is None:
             for line in address_table(forwarded).splitlines():
                 self.progress.note(line)
