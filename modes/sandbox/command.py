@@ -79,15 +79,34 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Run the controllers, the process kubelet and the loopback kube-proxy. --no-node "
     "serves the API alone, like a control plane without nodes (tests that play the kubelet).",
 )
+@click.option("--service-cidr", default="127.10.0.0/16", show_default=True,
+              callback=lambda ctx, param, value: _loopback_network(value, param),
+              help="Loopback range for Service ClusterIPs.")
+@click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
+              callback=lambda ctx, param, value: _loopback_network(value, param),
+              help="Loopback range for pod IPs (several sandboxes at once need distinct ranges).")
 def up(
     kubeconfig: pathlib.Path, port: int, host: str, watch_history: int,
-    kubetunnel_images: tuple[str, ...], node: bool,
+    kubetunnel_images: tuple[str, ...], node: bool, service_cidr: str, pod_cidr: str,
 ) -> None:
     """Serve the API in the foreground until SIGINT or SIGTERM."""
     from modes.sandbox.running import serve
 
+    if ipaddress.ip_network(service_cidr).overlaps(ipaddress.ip_network(pod_cidr)):
+        raise click.UsageError(f"--service-cidr {service_cidr} overlaps --pod-cidr {pod_cidr}")
     run_async(serve(kubeconfig=kubeconfig, host=host, port=port, history=watch_history,
-                    kubetunnel_images=kubetunnel_images, node=node))
+                    kubetunnel_images=kubetunnel_images, node=node, service_cidr=service_cidr,
+                    pod_cidr=pod_cidr))
+
+
+def _loopback_network(value: str, param: click.Parameter) -> str:
+    try:
+        network = ipaddress.ip_network(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a network like 127.10.0.0/16") from None
+    if not network.is_loopback or network.num_addresses < 256:
+        raise click.BadParameter(f"{value} must be a loopback range of at least 256 addresses")
+    return str(network)
 
 
 def _attach_node_commands() -> None:

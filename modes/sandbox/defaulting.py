@@ -21,16 +21,17 @@ NODE_PORTS = range(30000, 32768)
 class Allocator:
     """ClusterIPs and NodePorts in use, so that each is handed out once."""
 
-    def __init__(self) -> None:
+    def __init__(self, service_cidr: str | None = None) -> None:
+        self.cidr = ipaddress.ip_network(service_cidr) if service_cidr else SERVICE_CIDR
         self.ips: set[str] = set()
         self.node_ports: set[int] = set()
         self._next_ip = 1
         self._next_port = NODE_PORTS.start
 
     def cluster_ip(self) -> str:
-        hosts = SERVICE_CIDR.num_addresses - 2
+        hosts = self.cidr.num_addresses - 2
         for _ in range(hosts):
-            ip = str(SERVICE_CIDR.network_address + self._next_ip)
+            ip = str(self.cidr.network_address + self._next_ip)
             self._next_ip = self._next_ip % hosts + 1
             if ip not in self.ips:
                 self.ips.add(ip)

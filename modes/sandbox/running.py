@@ -8,6 +8,7 @@ import os
 import pathlib
 import signal
 import sys
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -64,11 +65,13 @@ async def serve(
     *, kubeconfig: pathlib.Path, host: str, port: int, history: int,
     kubetunnel_images: tuple[str, ...] = (),
     node: bool = True,
+    service_cidr: str | None = None,
+    pod_cidr: str | None = None,
 ) -> None:
     from modes.sandbox.node.proxy import privileged_ports_note
     from modes.sandbox.node.wiring import start_node
 
-    sandbox = Sandbox(history=history)
+    sandbox = Sandbox(history=history, service_cidr=service_cidr)
     runner = web.AppRunner(
         sandbox.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
     )
@@ -85,11 +88,14 @@ async def serve(
     sandbox.address = f"{bound[0]}:{bound[1]}"
     # The node (kubelet, kube-proxy, controllers) runs pods as processes of this sandbox.
     running_node = None
-    if node and kubetunnel_images:
+    if node:
+        options: dict[str, Any] = {}
+        if kubetunnel_images:
+            options["kubetunnel_images"] = kubetunnel_images
+        if pod_cidr:
+            options["pod_cidr"] = pod_cidr
         running_node = await start_node(sandbox, server=url, ca_pem=credentials.ca_pem,
-                                        kubetunnel_images=kubetunnel_images)
-    elif node:
-        running_node = await start_node(sandbox, server=url, ca_pem=credentials.ca_pem)
+                                        **options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

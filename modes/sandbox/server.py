@@ -47,8 +47,10 @@ def status_response(error: ApiError) -> web.Response:
 class Sandbox:
     """The API server: a store, the tokens it accepts, and the aiohttp application."""
 
-    def __init__(self, *, history: int = 10_000, token: str | None = None) -> None:
-        self.store = Store(history=history)
+    def __init__(
+        self, *, history: int = 10_000, token: str | None = None, service_cidr: str | None = None
+    ) -> None:
+        self.store = Store(history=history, service_cidr=service_cidr)
         self.crds = CrdController(self.store)
         self.token = token or secrets.token_urlsafe(32)
         # bearer token -> user name; part 2 adds the tokens it mints for service accounts.

@@ -62,10 +62,13 @@ class WriteOptions:
 
 
 class Store:
-    def __init__(self, registry: ResourceRegistry | None = None, *, history: int = 10_000) -> None:
+    def __init__(
+        self, registry: ResourceRegistry | None = None, *, history: int = 10_000,
+        service_cidr: str | None = None,
+    ) -> None:
         self.registry = registry or ResourceRegistry()
         self.hub = WatchHub(history)
-        self.alloc = defaulting.Allocator()
+        self.alloc = defaulting.Allocator(service_cidr)
         self.rv = 1
         self._objects: dict[tuple[str, str], dict[Location, Obj]] = {}
         # Indexes for the garbage collector: uid -> where, and who has owners or is terminating.

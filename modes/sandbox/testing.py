@@ -49,6 +49,32 @@ def _read_ready_line(proc: subprocess.Popen[str], deadline: float) -> str:
     return ""
 
 
+# 127.1 and 127.10 are the defaults of `sandbox up`, 127.77 is `cli forward`'s: not used here.
+_BLOCKS = [b for b in range(20, 250) if b != 77]
+
+
+@contextlib.contextmanager
+def _claim_block() -> Iterator[int]:
+    """A second-octet block no other running sandbox of this machine holds (flock per block)."""
+    import fcntl
+
+    for block in _BLOCKS:
+        path = pathlib.Path(tempfile.gettempdir()) / f"kubetunnel-sandbox-block-{block}.lock"
+        handle = path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        try:
+            yield block
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise SandboxStartError("every loopback block for test sandboxes is in use")
+
+
 @contextlib.contextmanager
 def running_sandbox(
     directory: pathlib.Path | None = None,
@@ -66,6 +92,10 @@ def running_sandbox(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="sandbox-"))
             )
         kubeconfig = directory / "kubeconfig"
+        # Sandboxes running at once (one per test module) must not share loopback addresses:
+        # each claims its own /16 for Services and pods for as long as it runs.
+        block = stack.enter_context(_claim_block())
+        ranges = ("--service-cidr", f"127.{block}.0.0/17", "--pod-cidr", f"127.{block}.128.0/17")
         stderr = stack.enter_context(tempfile.TemporaryFile(mode="w+", prefix="sandbox-stderr-"))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
@@ -83,6 +113,7 @@ def running_sandbox(
                 "127.0.0.1",
                 "--log-format",
                 "json",
+                *ranges,
                 *extra_args,
             ],
             stdout=subprocess.PIPE,
