@@ -57,6 +57,16 @@ class Reconciler:
     def in_namespace(self, key: Key, namespace: str) -> list[Obj]:
         return [o for (ns, _), o in self.cache[key].items() if ns == namespace]
 
+    def owners_affected(self, owner_key: Key, key: Key, obj: Obj) -> list[Name]:
+        """The owner itself when ``obj`` is one, else the owners of that kind that ``obj``'s
+        ownerReferences name: what a change to an owner or to something it owns affects."""
+        ns = obj["metadata"].get("namespace", "")
+        if key == owner_key:
+            return [(ns, obj["metadata"]["name"])]
+        owners = owner_uids(obj)
+        return [(ns, o["metadata"]["name"]) for o in self.in_namespace(owner_key, ns)
+                if o["metadata"].get("uid") in owners]
+
     def by_uid(self, key: Key, uid: str) -> Obj | None:
         return next((o for o in self.cache[key].values() if o["metadata"].get("uid") == uid),
                     None)

@@ -24,7 +24,6 @@ from modes.sandbox.node.controllers.base import (
     Reconciler,
     controller_ref,
     owned_by,
-    owner_uids,
 )
 from modes.sandbox.node.controllers.replicasets import ALPHABET
 from modes.sandbox.node.store import DEPLOYMENTS, REPLICASETS, Key
@@ -72,12 +71,7 @@ class DeploymentController(Reconciler):
     name = "deployment"
 
     def affected(self, key: Key, obj: Obj) -> Iterable[Name]:
-        ns = obj["metadata"].get("namespace", "")
-        if key == DEPLOYMENTS:
-            return [(ns, obj["metadata"]["name"])]
-        owners = owner_uids(obj)
-        return [(ns, d["metadata"]["name"]) for d in self.in_namespace(DEPLOYMENTS, ns)
-                if d["metadata"].get("uid") in owners]
+        return self.owners_affected(DEPLOYMENTS, key, obj)
 
     async def reconcile(self, name: Name) -> None:
         deployment = self.cache[DEPLOYMENTS].get(name)

@@ -17,7 +17,6 @@ from modes.sandbox.node.controllers.base import (
     Reconciler,
     controller_ref,
     owned_by,
-    owner_uids,
 )
 from modes.sandbox.node.store import PODS, REPLICASETS, Key
 
@@ -52,12 +51,7 @@ class ReplicaSetController(Reconciler):
     name = "replicaset"
 
     def affected(self, key: Key, obj: Obj) -> Iterable[Name]:
-        ns = obj["metadata"].get("namespace", "")
-        if key == REPLICASETS:
-            return [(ns, obj["metadata"]["name"])]
-        owners = owner_uids(obj)
-        return [(ns, rs["metadata"]["name"]) for rs in self.in_namespace(REPLICASETS, ns)
-                if rs["metadata"].get("uid") in owners]
+        return self.owners_affected(REPLICASETS, key, obj)
 
     async def reconcile(self, name: Name) -> None:
         rs = self.cache[REPLICASETS].get(name)
