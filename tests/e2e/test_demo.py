@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,70 @@ def test_demo_help_and_bad_option() -> None:
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _descendants(root: int) -> set[int]:
+    listing = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True,
+                             check=True)
+    children: dict[int, list[int]] = {}
+    for line in listing.stdout.splitlines():
+        pid, ppid = (int(field) for field in line.split())
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    # A zombie waiting for init to reap it is gone for our purpose: it holds nothing.
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_mid_demo_stops_every_process_it_started() -> None:
+    """SIGTERM to the demo alone (no Ctrl-C reaching the whole process group): the sandbox, its
+    pods (operator, echo, agent) and `cli connect` are all stopped by the demo itself."""
+    with subprocess.Popen([sys.executable, "-m", "modes", "demo"], cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True) as demo:
+        _interrupt_and_check(demo)
+
+
+def _interrupt_and_check(demo: subprocess.Popen[str]) -> None:
+    assert demo.stdout is not None
+    try:
+        # Non-terminal output prints a run when it ends: this note means the tunnel is live.
+        for line in demo.stdout:
+            if "-- your local process stops" in line:
+                break
+        else:
+            pytest.fail("the demo ended before its tunnel was up")
+        started = _descendants(demo.pid)
+        commands = subprocess.run(["ps", "-o", "args=", "-p", ",".join(map(str, started))],
+                                  capture_output=True, text=True, check=False).stdout
+        assert "cli connect" in commands
+        assert "sandbox up" in commands
+        demo.send_signal(signal.SIGTERM)
+        rest = demo.stdout.read()
+        assert demo.wait(timeout=60) == 130, rest
+        assert "interrupted (SIGTERM)" in rest
+        assert "Traceback" not in rest
+        assert "internal error" not in rest
+        deadline = time.monotonic() + 10
+        while (survivors := {pid for pid in started if _alive(pid)}) and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not survivors, subprocess.run(
+            ["ps", "-o", "pid,args", "-p", ",".join(map(str, survivors))],
+            capture_output=True, text=True, check=False).stdout
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
