@@ -120,9 +120,14 @@ async def test_agent_reports_switch_the_service(
         async with local_app(local_port):
             tunnel.start()
             await cluster.eventually(lambda: selector_is(TUNNEL), timeout=20)
-            current = await store.get(namespace, "orders")
-            assert current is not None
-            assert current.status.phase == "Connected"
+
+            async def connected_phase() -> bool:
+                current = await store.get(namespace, "orders")
+                return current is not None and current.status.phase == "Connected"
+
+            # The status is written after the Service is switched (two objects, no
+            # transaction), so a reader may see the switch a moment before the phase.
+            await cluster.eventually(connected_phase, timeout=5)
         # The local process stopped: the agent says so and the Service gets its pods back.
         await cluster.eventually(lambda: selector_is(APP), timeout=10)
         async with local_app(local_port):
