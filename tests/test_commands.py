@@ -134,3 +134,34 @@ def test_log_format_json_on_any_command() -> None:
     assert [e["event"] for e in events] == ["probe.event"]
     assert events[0]["answer"] == 42
     assert events[0]["level"] == "warning"
+
+
+@pytest.mark.parametrize("command", [("agent", "--port", "8080"), ("cli", "forward"),
+                                     ("cli", "connect", "orders", "-p", "8080:80")])
+def test_relaying_commands_run_on_the_chosen_event_loop(command: tuple[str, ...]) -> None:
+    # The kubeconfig (or token file) is missing, so each command stops right after choosing.
+    missing = ("--kubeconfig", "/nonexistent/kubeconfig") if command[0] == "cli" else (
+        "--token-file", "/nonexistent/token")
+    for choice, expected in (("uvloop", "uvloop"), ("asyncio", "asyncio")):
+        result = _run("--log-level", "debug", "--log-format", "json", *command, *missing,
+                      "--event-loop", choice)
+        assert result.returncode != 0
+        events = [json.loads(line) for line in result.stderr.splitlines()
+                  if line.startswith("{")]
+        assert {"event": "event_loop", "loop": expected} in [
+            {k: e.get(k) for k in ("event", "loop")} for e in events], result.stderr
+
+
+def test_event_loop_errors_are_one_line() -> None:
+    result = _run("cli", "forward", "--event-loop", "trio")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "'trio' is not one of" in result.stderr
+    code = ("import sys\nsys.modules['uvloop'] = None\nfrom modes.main import main\n"
+            "main(['agent', '--port', '8080', '--event-loop', 'uvloop'])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kubetunnel: error: Invalid value for '--event-loop': uvloop is not installed "
+        "(use auto or asyncio) (see 'kubetunnel agent --help')"]

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import click
 
-from kubetunnel.console import common_options, run_async
+from kubetunnel.console import common_options, event_loop_option, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.logging import get_logger
-from kubetunnel.tunnel.loops import CHOICES, install_event_loop
 from modes.agent.server import Agent, AgentConfig
 
 log = get_logger(__name__)
@@ -57,13 +56,11 @@ def read_token(path: str) -> bytes:
               help="Base URL of the operator's REST API (status reports).")
 @click.option("--bind-address", type=str, default="0.0.0.0", show_default=True,
               envvar="KUBETUNNEL_BIND_ADDRESS", help="Address every listener binds.")
-@click.option("--event-loop", type=click.Choice(CHOICES), default="auto", show_default=True,
-              envvar="KUBETUNNEL_EVENT_LOOP",
-              help="auto: uvloop if installed (faster relaying), else asyncio's own.")
+@event_loop_option
 @common_options
 def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file: str | None,
           token_from_env: bool, tunnel_namespace: str | None, tunnel_name: str | None,
-          operator_url: str | None, bind_address: str, event_loop: str) -> None:
+          operator_url: str | None, bind_address: str) -> None:
     """Run the tunnel agent (inside the tunnel pod)."""
     if not ports:
         raise click.UsageError("give at least one --port (or KUBETUNNEL_PORTS)")
@@ -77,11 +74,6 @@ def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file
                          health_port=health_port, bind_address=bind_address,
                          operator_url=operator_url)
     record = (tunnel_namespace, tunnel_name) if tunnel_namespace and tunnel_name else None
-    try:
-        loop = install_event_loop(event_loop)
-    except ImportError as exc:
-        raise click.UsageError("--event-loop uvloop: uvloop is not installed") from exc
-    log.debug("agent.event_loop", loop=loop)
     run_async(_serve(config, record))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from kubetunnel.console import PluginChoice, common_options, run_async
+from kubetunnel.console import PluginChoice, common_options, event_loop_option, run_async
 from kubetunnel.errors import AlreadyExists, KubetunnelError, NotFound, UsageError
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
@@ -82,6 +82,7 @@ class Settings:
 @click.option("--operator-namespace", default="kubetunnel", show_default=True)
 @click.option("--timeout", "pod_timeout", type=click.FloatRange(min=1), default=120,
               show_default=True, help="Seconds to wait for the tunnel pod.")
+@event_loop_option
 @store_option
 @kube_options
 @common_options

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from kubetunnel.console import common_options, run_async
+from kubetunnel.console import common_options, event_loop_option, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import TransportSettings, TunnelTarget
@@ -185,6 +185,7 @@ def hosts_for(hosts_file: str | None, no_hosts: bool, session: str) -> HostsFile
 @click.option("--no-hosts", is_flag=True, help="Write no hosts entries; print the addresses.")
 @click.option("-N", "--forward-namespace", "namespaces", multiple=True,
               help="Forward this namespace's Services too (repeatable; default: -n's).")
+@event_loop_option
 @kube_options
 @common_options
 def forward(kube: KubeOptions, hosts_file: str | None, no_hosts: bool,

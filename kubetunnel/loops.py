@@ -7,7 +7,6 @@ Optional on purpose: the zipapp must run where no wheel of uvloop exists for the
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 
 CHOICES = ("auto", "asyncio", "uvloop")
@@ -18,6 +17,8 @@ def install_event_loop(choice: str = "auto") -> str:
 
     ``auto`` uses uvloop if it can be imported; ``uvloop`` insists on it.
     """
+    import asyncio  # here: the console imports CHOICES for every command's --help
+
     if choice not in CHOICES:
         raise ValueError(f"event loop must be one of {', '.join(CHOICES)}, not {choice!r}")
     if choice == "asyncio":
