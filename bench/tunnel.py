@@ -9,14 +9,14 @@ Three paths to the same local server, measured side by side on 127.0.0.1 in one 
 Each relay process (the agent, the CLI, each socat) is its own process, like in real use.
 Measured: bulk throughput (one connection, one direction), request/response latency (1 KiB each
 way, one connection, sequential; p50/p99), and for the tunnel 1,000 concurrent streams doing
-100 request/responses each (errors, p99). The last line is machine-readable:
+100 request/responses each (errors, p99); then bench/portforward.py: the ``portforward``
+transport against the official client through a sandbox pod. The last line is machine-readable:
 
     RESULT throughput_vs_socat=<x> latency_p50_vs_socat=<x> streams_errors=<n> \
-        portforward_vs_official=na      (one line in the output)
+        portforward_vs_official=<x or na>      (one line in the output)
 
 The paths are measured in interleaved rounds, so that load from elsewhere on the machine hits
-them alike; ratios are the median of the per-round ratios, p50/p99 pool all samples. Another path
-(the port-forward transport against the official client) is one more entry in ``entry_ports``.
+them alike; ratios are the median of the per-round ratios, p50/p99 pool all samples.
 The event loop of every helper process follows KUBETUNNEL_EVENT_LOOP (auto|asyncio|uvloop).
 
 Run: ``python bench/tunnel.py`` (``--help`` for sizes). Needs socat: ``apt-get install -y socat``.
@@ -106,7 +106,7 @@ def _use_loop() -> str:
     """The same choice the agent makes (KUBETUNNEL_EVENT_LOOP, default auto), for the CLI and
     the helper processes."""
     sys.path.insert(0, str(ROOT))
-    from kubetunnel.tunnel.loops import install_event_loop
+    from kubetunnel.loops import install_event_loop
 
     return install_event_loop(os.environ.get("KUBETUNNEL_EVENT_LOOP", "auto"))
 
@@ -363,24 +363,16 @@ def report(p: dict[str, int], args: argparse.Namespace) -> int:
     tunnel = names[2]
     pf_ratio = "na"
     if args.pf_mib > 0:
-        official, plain, ours = _portforward(args.pf_mib)
-        pf_ratio = f"{ours / official:.2f}"
-        print(f"port-forward on a sandbox pod, {args.pf_mib} MiB each way at once: official "
-              f"client {official:.0f} MiB/s, plain aiohttp {plain:.0f} MiB/s, our portforward "
-              f"transport {ours:.0f} MiB/s = {pf_ratio}x the official client (target >= 3x)")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import portforward  # bench/portforward.py: the sandbox and the three clients
+
+        result = portforward.measure(args.pf_mib, rounds=3)
+        pf_ratio = f"{result.ratio:.2f}"
+        print(portforward.describe(result, args.pf_mib, 3))
     print(f"RESULT throughput_vs_socat={ratio(rates, tunnel):.2f} "
           f"latency_p50_vs_socat={ratio(round_p50, tunnel):.2f} streams_errors={errors} "
           f"portforward_vs_official={pf_ratio}")
     return 0
-
-
-def _portforward(mib: int) -> tuple[float, float, float]:
-    # The sandbox (issue 4) serves the pod port-forward; its bench module drives all three
-    # clients over the same pod port.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from sandbox_node import measure_portforward
-
-    return measure_portforward(mib)
 
 
 if __name__ == "__main__":

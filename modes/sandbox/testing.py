@@ -26,6 +26,7 @@ class RunningSandbox(NamedTuple):
     url: str
     kubeconfig: pathlib.Path
     token: str
+    pid: int  # of the ``sandbox up`` process (benchmarks read its CPU time)
 
 
 class SandboxStartError(RuntimeError):
@@ -132,7 +133,7 @@ def running_sandbox(
             fields = dict(part.split("=", 1) for part in line[len(READY_PREFIX) :].split())
             config = yaml.safe_load(kubeconfig.read_text(encoding="utf-8"))
             token = config["users"][0]["user"]["token"]
-            yield RunningSandbox(fields["server"], kubeconfig, token)
+            yield RunningSandbox(fields["server"], kubeconfig, token, proc.pid)
         finally:
             if proc.poll() is None:
                 proc.terminate()
