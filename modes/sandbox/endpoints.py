@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from modes.sandbox import applying, deletion, tables
+from modes.sandbox import applying, deletion, protobuf, tables
 from modes.sandbox.errors import (
     ApiError,
     bad_request,
@@ -107,12 +107,15 @@ class Endpoints:
         try:
             if ctype in ("application/yaml", "application/x-yaml"):
                 return yaml.safe_load(raw)
+            if ctype == protobuf.MEDIA_TYPE:
+                return protobuf.decode(raw)
             if ctype not in ("application/json", ""):
                 raise ApiError(
                     415,
                     "UnsupportedMediaType",
                     f"the body of the request was in an unknown format - accepted media "
-                    f"types include: application/json, application/yaml (got {ctype})",
+                    f"types include: application/json, application/yaml, "
+                    f"{protobuf.MEDIA_TYPE} (got {ctype})",
                 )
             return json.loads(raw) if raw else None
         except (ValueError, yaml.YAMLError) as exc:
