@@ -47,6 +47,8 @@ class Endpoints:
         self.store = store
         # (group, plural, subresource) -> handler; part 2 registers log and portforward here.
         self.subresources: dict[tuple[str, str, str], SubresourceHandler] = {}
+        # (group, plural) of a review kind -> its answer (the status) for this request.
+        self.reviewers: dict[tuple[str, str], Callable[[web.Request, Obj], Obj]] = {}
         self.watching = Watching(store)
         self._encoded: dict[tuple[str, int, str], bytes] = {}
 
@@ -101,7 +103,7 @@ class Endpoints:
         opts.derived_manager = not manager
         return opts
 
-    async def _body(self, request: web.Request) -> Any:
+    async def decode_body(self, request: web.Request) -> Any:
         raw = await request.read()
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
         try:
@@ -196,9 +198,12 @@ class Endpoints:
 
     async def create(self, request: web.Request, t: Target) -> web.Response:
         self._verb(t, "create")
-        body = await self._body(request)
+        body = await self.decode_body(request)
         opts = self._opts(request)
         created = self.store.create(t.rt, body, t.namespace or "", opts)
+        reviewer = self.reviewers.get((t.rt.group, t.rt.plural))
+        if reviewer is not None:
+            created["status"] = reviewer(request, created)
         return respond(convert(created, t.rt, t.version), 201, opts.warnings)
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
@@ -222,7 +227,7 @@ class Endpoints:
         )
 
     async def _delete_options(self, request: web.Request) -> Obj:
-        body = await self._body(request) if request.can_read_body else None
+        body = await self.decode_body(request) if request.can_read_body else None
         options: Obj = dict(body) if isinstance(body, dict) else {}
         for name in ("propagationPolicy",):
             if name in request.query:
@@ -256,7 +261,7 @@ class Endpoints:
         if method == "PUT":
             self._verb(t, "update")
             opts = self._opts(request)
-            body = await self._body(request)
+            body = await self.decode_body(request)
             updated = self.store.update(t.rt, body, ns, t.name, opts, subresource=sub)
             return respond(convert(updated, t.rt, t.version), 200, opts.warnings)
         if method == "PATCH":

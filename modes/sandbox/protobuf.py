@@ -2,9 +2,10 @@
 
 kubectl's typed commands (``kubectl create namespace``, ``configmap``, ``secret``,
 ``serviceaccount``, ``deployment``, ``service``, ``role``, ``rolebinding``, ``clusterrole``,
-``clusterrolebinding``, ``kubectl expose``, ``kubectl auth can-i``) send their object in this
-encoding, which kube-apiserver prefers for built-in types. The body is the 4-byte magic
-``k8s\\0`` and a ``runtime.Unknown`` message whose ``raw`` field holds the object's message.
+``clusterrolebinding``, ``kubectl expose``, ``kubectl auth can-i``, ``kubectl create token``)
+send their object in this encoding, which kube-apiserver prefers for built-in types. The body
+is the 4-byte magic ``k8s\\0`` and a ``runtime.Unknown`` message whose ``raw`` field holds the
+object's message.
 
 The sandbox decodes the messages those commands send into the same JSON object the JSON path
 gets, from a table of field numbers per message (the numbers are fixed by Kubernetes' published
@@ -157,6 +158,14 @@ MESSAGES: dict[str, dict[int, Field]] = {
                     3: _f("roleRef", "RoleRef")},
     "Subject": {1: _f("kind"), 2: _f("apiGroup"), 3: _f("name"), 4: _f("namespace")},
     "RoleRef": {1: _f("apiGroup"), 2: _f("kind"), 3: _f("name")},
+    # authentication.k8s.io/v1
+    "TokenRequest": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "TokenRequestSpec"),
+                     3: _f("status", "TokenRequestStatus")},
+    "TokenRequestSpec": {1: _f("audiences", repeated=True),
+                         3: _f("boundObjectRef", "BoundObjectReference"),
+                         4: _f("expirationSeconds", "int", pointer=True)},
+    "BoundObjectReference": {1: _f("kind"), 2: _f("apiVersion"), 3: _f("name"), 4: _f("uid")},
+    "TokenRequestStatus": {1: _f("token"), 2: _f("expirationTimestamp", "time")},
     # authorization.k8s.io/v1
     "SelfSubjectAccessReview": {1: _f("metadata", "ObjectMeta"),
                                 2: _f("spec", "SelfSubjectAccessReviewSpec"),
@@ -183,6 +192,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "RoleBinding",
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+    ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
 }
 
 

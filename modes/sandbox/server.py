@@ -4,6 +4,7 @@ every failure. The verbs themselves live in ``endpoints``.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -15,15 +16,23 @@ from aiohttp import web
 
 from kubetunnel.logging import get_logger
 from modes.sandbox import discovery, openapi
+from modes.sandbox.authorization import Attributes, Authorizer, User, resource_verb
 from modes.sandbox.crds import CrdController
 from modes.sandbox.endpoints import Endpoints, Target
 from modes.sandbox.errors import ApiError, method_not_allowed, page_not_found, unauthorized
 from modes.sandbox.storage import Store
+from modes.sandbox.tokens import TokenIssuer
 
 Obj = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = get_logger("kubetunnel.sandbox")
 OPEN_PATHS = {"/healthz", "/livez", "/readyz"}
+# The authenticated User of the request being handled (each request runs in its own task).
+CURRENT_USER: contextvars.ContextVar[User | None] = contextvars.ContextVar(
+    "kubetunnel_sandbox_user", default=None)
+# A websocket upgrade (a GET) to these needs "create" as well: kube-apiserver's
+# AuthorizePodWebsocketUpgradeCreatePermission, on by default since 1.35.
+UPGRADE_NEEDS_CREATE = {("", "pods", "exec"), ("", "pods", "attach"), ("", "pods", "portforward")}
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 AGGREGATED = "as=APIGroupDiscoveryList"
 AGGREGATED_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -56,6 +65,12 @@ class Sandbox:
         # bearer token -> user name; part 2 adds the tokens it mints for service accounts.
         self.tokens: dict[str, str] = {self.token: "sandbox-admin"}
         self.endpoints = Endpoints(self.store)
+        self.authorizer = Authorizer(self.store)
+        self.endpoints.reviewers[("authorization.k8s.io", "selfsubjectaccessreviews")] = (
+            self._review_access
+        )
+        self.issuer = TokenIssuer(self.tokens, self.endpoints)
+        self.endpoints.subresources[("", "serviceaccounts", "token")] = self.issuer.serve
         self.address = ""
         ns_rt = self.store.registry.get("", "namespaces")
         assert ns_rt is not None
@@ -79,8 +94,11 @@ class Sandbox:
             if request.path not in OPEN_PATHS:
                 header = request.headers.get("Authorization", "")
                 scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or token.strip() not in self.tokens:
+                token = token.strip()
+                user = self.tokens.get(token) if scheme.lower() == "bearer" else None
+                if user is None or self.issuer.expired(token):
                     raise unauthorized()
+                CURRENT_USER.set(User.named(user))
             return await handler(request)
         except ApiError as exc:
             if exc.code >= 500:
@@ -99,6 +117,9 @@ class Sandbox:
     async def _route(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         method = request.method
+        if request.path not in OPEN_PATHS and not _is_resource_path(parts):
+            self._authorize(request, Attributes(
+                "get" if method in ("GET", "HEAD") else method.lower(), False, request.path))
         if not parts or parts[0] in ("healthz", "livez", "readyz", "version"):
             if method != "GET":
                 raise method_not_allowed()
@@ -179,9 +200,50 @@ class Sandbox:
                 field = f"metadata.name={name}" + (f",{selector}" if selector else "")
                 request = request.clone(rel_url=request.rel_url.update_query(fieldSelector=field))
             request = request.clone(rel_url=request.rel_url.update_query(watch="true"))
+            self._authorize_target(request, group, target, watch=True)
             return await self.endpoints.serve(request, target)
         target = self._target(group, version, rest)
+        watch = request.query.get("watch", "").lower() in ("true", "1")
+        self._authorize_target(request, group, target, watch=watch and target.subresource is None)
         return await self.endpoints.serve(request, target)
+
+    def _authorize(self, request: web.Request, attrs: Attributes) -> None:
+        user = CURRENT_USER.get()
+        if user is not None:
+            self.authorizer.check(user, attrs)
+
+    def _authorize_target(self, request: web.Request, group: str, target: Target,
+                          watch: bool) -> None:
+        """RBAC for a resource request, with the attributes kube-apiserver's RequestInfo has."""
+        name = target.name or ""
+        namespace = target.namespace or ""
+        if target.rt.key == ("", "namespaces") and not namespace:
+            namespace = name  # the namespace of a namespace is itself
+        attrs = Attributes(
+            resource_verb(request.method, has_name=bool(target.name), watch=watch), True,
+            request.path, group, target.rt.plural, target.subresource or "", namespace, name)
+        self._authorize(request, attrs)
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and (group, target.rt.plural, target.subresource) in UPGRADE_NEEDS_CREATE:
+            self._authorize(request, dataclasses.replace(attrs, verb="create"))
+
+    def _review_access(self, request: web.Request, review: Obj) -> Obj:
+        """The status of a SelfSubjectAccessReview: what RBAC says for the asking user."""
+        user = CURRENT_USER.get()
+        if user is None:
+            return {"allowed": False, "reason": "no authenticated user"}
+        spec = review.get("spec") or {}
+        res, non = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        if isinstance(res, dict):
+            attrs = Attributes(res.get("verb", ""), True, "", res.get("group", ""),
+                               res.get("resource", ""), res.get("subresource", ""),
+                               res.get("namespace", ""), res.get("name", ""))
+        elif isinstance(non, dict):
+            attrs = Attributes(non.get("verb", ""), False, non.get("path", ""))
+        else:
+            return {"allowed": False, "reason": "no resource or non-resource attributes"}
+        allowed, reason = self.authorizer.decide(user, attrs)
+        return {"allowed": True, "reason": reason} if allowed else {"allowed": False}
 
     def _target(self, group: str, version: str, rest: list[str]) -> Target:
         namespace: str | None = None
@@ -201,6 +263,12 @@ class Sandbox:
         if rt.namespaced and namespace is None and name is not None:
             raise page_not_found()  # a namespaced object has no cluster-wide URL
         return Target(rt, version, namespace, name, sub)
+
+
+def _is_resource_path(parts: list[str]) -> bool:
+    """/api/v1/<resource>... and /apis/<group>/<version>/<resource>...; the rest (discovery,
+    version, openapi) are non-resource requests."""
+    return (parts[:1] == ["api"] and len(parts) > 2) or (parts[:1] == ["apis"] and len(parts) > 3)
 
 
 __all__ = ["INITIAL_NAMESPACES", "Sandbox", "json_response"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import yaml
+
+from modes.sandbox.testing import RunningSandbox
 from tests.cli.conftest import Run, apply
 
 
@@ -109,3 +113,45 @@ def test_image_option_sets_the_agent_image_too(kt: Run) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.local/kt:dev"
     assert {"name": "KUBETUNNEL_AGENT_IMAGE", "value": "registry.local/kt:dev"} in container["env"]
+
+
+def _kubeconfig_for(kubectl: Run, sandbox_kubeconfig: Path, namespace: str, account: str,
+                    path: Path) -> Path:
+    """A kubeconfig that acts as a ServiceAccount (token from TokenRequest, as kubectl makes)."""
+    assert kubectl("create", "serviceaccount", account, "-n", namespace).returncode == 0
+    token = kubectl("create", "token", account, "-n", namespace)
+    assert token.returncode == 0, token.stderr
+    config = yaml.safe_load(sandbox_kubeconfig.read_text())
+    config["users"][0]["user"] = {"token": token.stdout.strip()}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_install_without_permissions_names_them_and_changes_nothing(
+    kt: Run, kubectl: Run, namespace: str, sandbox: RunningSandbox, tmp_path: Path,
+) -> None:
+    kubeconfig = _kubeconfig_for(kubectl, sandbox.kubeconfig, namespace, "dev", tmp_path / "kc")
+    # Allowed to create namespaces (cluster-wide, through a ClusterRoleBinding), nothing else.
+    apply(kubectl, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": f"{namespace}-ns-maker"},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create", "patch"]}],
+    }, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{namespace}-ns-maker"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": f"{namespace}-ns-maker"},
+        "subjects": [{"kind": "ServiceAccount", "name": "dev", "namespace": namespace}],
+    })
+    before = kubectl("get", "namespaces,customresourcedefinitions,clusterroles", "-o", "name")
+    denied = kt("cli", "install", "-n", "kt-denied", "--no-wait", KUBECONFIG=str(kubeconfig))
+    assert denied.returncode == 1, denied.stderr
+    lines = denied.stderr.strip().splitlines()
+    assert len(lines) == 1, denied.stderr
+    assert lines[0].startswith("kubetunnel: error: cannot install: you need ")
+    assert "on namespaces" not in lines[0]  # granted above
+    assert "you need create on customresourcedefinitions.apiextensions.k8s.io cluster-wide" in (
+        lines[0])
+    assert "you need create on deployments.apps in namespace kt-denied" in lines[0]
+    after = kubectl("get", "namespaces,customresourcedefinitions,clusterroles", "-o", "name")
+    assert after.stdout == before.stdout

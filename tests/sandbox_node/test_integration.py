@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,12 +90,32 @@ def test_pod_runs_and_is_reachable_through_port_forward_and_logs(
         pass
 
 
-def test_pod_kubeconfig_token_is_accepted_by_the_server(sandbox: ThreadedSandbox) -> None:
+def test_pod_kubeconfig_token_is_the_service_account_under_rbac(sandbox: ThreadedSandbox) -> None:
     assert sandbox.node.agent.config.api is not None
     token = sandbox.node.agent.config.api.token_for("default", "default")
-    pods = client.CoreV1Api(sandbox.api_client(token)).list_namespaced_pod("default")
-    assert pods.items == []
     assert sandbox.sandbox.tokens[token] == "system:serviceaccount:default:default"
+    as_pod = client.CoreV1Api(sandbox.api_client(token))
+    # Accepted (not 401) but, like any ServiceAccount without bindings, allowed nothing.
+    with pytest.raises(client.ApiException) as denied:
+        as_pod.list_namespaced_pod("default")
+    assert denied.value.status == 403
+    assert json.loads(denied.value.body)["message"] == (
+        'pods is forbidden: User "system:serviceaccount:default:default" cannot list '
+        'resource "pods" in API group "" in the namespace "default"')
+    rbac = client.RbacAuthorizationV1Api(sandbox.api_client())
+    rbac.create_namespaced_role("default", {
+        "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})
+    rbac.create_namespaced_role_binding("default", {
+        "metadata": {"name": "pod-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "pod-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]})
+    try:
+        assert as_pod.list_namespaced_pod("default").items == []
+    finally:
+        rbac.delete_namespaced_role_binding("pod-reader", "default")
+        rbac.delete_namespaced_role("pod-reader", "default")
 
 
 def test_unknown_image_is_pending_with_a_reason(sandbox: ThreadedSandbox) -> None:

@@ -1,0 +1,211 @@
+"""RBAC authorization, as kube-apiserver's RBAC authorizer decides it.
+
+Who is asking comes from the bearer token: the sandbox's own token is ``sandbox-admin`` in group
+``system:masters`` (allowed everything, as cluster-admin's certificate is), and a token minted
+for a ServiceAccount (pods, TokenRequest) is ``system:serviceaccount:<ns>:<name>`` in groups
+``system:serviceaccounts``, ``system:serviceaccounts:<ns>`` and ``system:authenticated``.
+
+What a request asks to do is the request's attributes (verb, API group, resource, subresource,
+namespace, name; or a non-resource path), derived from the URL and method as kube-apiserver's
+RequestInfo does. A request is allowed when a rule of a Role or ClusterRole bound to the user
+(ClusterRoleBindings anywhere; RoleBindings in the request's namespace) matches it, with the
+wildcards RBAC allows. The default bindings every cluster has are built in rather than stored:
+any authenticated user may read the discovery and version paths (``system:discovery``,
+``system:public-info-viewer``) and create self-reviews (``system:basic-user``).
+
+Not emulated: aggregated ClusterRoles (their rules must be written out), escalation checks when
+creating Roles or bindings, impersonation, and any authorizer other than RBAC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modes.sandbox.errors import ApiError
+
+if TYPE_CHECKING:
+    from modes.sandbox.storage import Store
+
+Obj = dict[str, Any]
+ADMIN = "sandbox-admin"
+MASTERS = "system:masters"
+AUTHENTICATED = "system:authenticated"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+# system:discovery, system:public-info-viewer and system:basic-user, bound to every
+# authenticated user in every cluster.
+_DISCOVERY_PATHS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
+                    "/openapi/*", "/readyz", "/version", "/version/")
+_BUILT_IN_RULES: tuple[Obj, ...] = (
+    {"verbs": ["get"], "nonResourceURLs": list(_DISCOVERY_PATHS)},
+    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+     "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
+    {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"],
+     "resources": ["selfsubjectreviews"]},
+)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    groups: tuple[str, ...]
+
+    @classmethod
+    def named(cls, name: str) -> User:
+        if name == ADMIN:
+            return cls(name, (MASTERS, AUTHENTICATED))
+        parts = name.split(":")
+        if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+            return cls(name, ("system:serviceaccounts", f"system:serviceaccounts:{parts[2]}",
+                              AUTHENTICATED))
+        return cls(name, (AUTHENTICATED,))
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What one request asks to do (kube-apiserver's authorizer.Attributes)."""
+
+    verb: str
+    resource_request: bool
+    path: str = ""
+    api_group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    def describe(self) -> str:
+        """The words kube-apiserver uses in a 403 (responsewriters.forbiddenMessage)."""
+        if not self.resource_request:
+            return f"cannot {self.verb} path {self.path!r}".replace("'", '"')
+        resource = self.resource + (f"/{self.subresource}" if self.subresource else "")
+        where = (f'in the namespace "{self.namespace}"' if self.namespace
+                 else "at the cluster scope")
+        return f'cannot {self.verb} resource "{resource}" in API group "{self.api_group}" {where}'
+
+
+def resource_verb(method: str, *, has_name: bool, watch: bool) -> str:
+    """The RBAC verb of a resource request (RequestInfoFactory)."""
+    if method in ("GET", "HEAD"):
+        if watch:
+            return "watch"
+        return "get" if has_name else "list"
+    if method == "DELETE":
+        return "delete" if has_name else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
+def forbidden(user: User, attrs: Attributes) -> ApiError:
+    """403 with the message and details kube-apiserver gives (errors.NewForbidden)."""
+    said = f'User "{user.name}" {attrs.describe()}'
+    if not attrs.resource_request:
+        return ApiError(403, "Forbidden", f"forbidden: {said}")
+    qualified = attrs.resource + (f".{attrs.api_group}" if attrs.api_group else "")
+    named = f' "{attrs.name}"' if attrs.name else ""
+    details: Obj = {"kind": attrs.resource}
+    if attrs.name:
+        details["name"] = attrs.name
+    if attrs.api_group:
+        details["group"] = attrs.api_group
+    return ApiError(403, "Forbidden", f"{qualified}{named} is forbidden: {said}", details=details)
+
+
+class Authorizer:
+    """RBAC over the sandbox's stored Roles, ClusterRoles and their bindings."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def check(self, user: User, attrs: Attributes) -> None:
+        """Raise the 403 kube-apiserver would send, unless the request is allowed."""
+        if not self.decide(user, attrs)[0]:
+            raise forbidden(user, attrs)
+
+    def decide(self, user: User, attrs: Attributes) -> tuple[bool, str]:
+        """(allowed, reason); the reason names the binding that allowed it, as RBAC's does."""
+        if MASTERS in user.groups:
+            return True, f'allowed: user "{user.name}" is in group "{MASTERS}"'
+        if AUTHENTICATED in user.groups and any(_allows(r, attrs) for r in _BUILT_IN_RULES):
+            return True, "allowed by the default roles of every authenticated user"
+        for binding in self._list(RBAC_GROUP, "clusterrolebindings", None):
+            if _binds(binding, user, None):
+                role = self._role(binding, None)
+                if role is not None and any(_allows(r, attrs) for r in _rules(role)):
+                    return True, _reason("ClusterRoleBinding", binding, role)
+        if attrs.namespace:
+            for binding in self._list(RBAC_GROUP, "rolebindings", attrs.namespace):
+                if _binds(binding, user, attrs.namespace):
+                    role = self._role(binding, attrs.namespace)
+                    if role is not None and attrs.resource_request and any(
+                            _allows(r, attrs) for r in _rules(role)):
+                        return True, _reason("RoleBinding", binding, role)
+        return False, ""
+
+    def _role(self, binding: Obj, namespace: str | None) -> Obj | None:
+        ref = binding.get("roleRef") or {}
+        if ref.get("kind") == "ClusterRole":
+            return self._get(RBAC_GROUP, "clusterroles", "", ref.get("name", ""))
+        if ref.get("kind") == "Role" and namespace:
+            return self._get(RBAC_GROUP, "roles", namespace, ref.get("name", ""))
+        return None
+
+    def _list(self, group: str, plural: str, namespace: str | None) -> list[Obj]:
+        rt = self.store.registry.get(group, plural)
+        if rt is None:
+            return []
+        objects = self.store.bucket(rt).values()
+        if namespace is None:
+            return list(objects)
+        return [o for o in objects if o["metadata"].get("namespace") == namespace]
+
+    def _get(self, group: str, plural: str, namespace: str, name: str) -> Obj | None:
+        rt = self.store.registry.get(group, plural)
+        return None if rt is None else self.store.peek(rt, namespace, name)
+
+
+def _reason(kind: str, binding: Obj, role: Obj) -> str:
+    return (f'RBAC: allowed by {kind} "{binding["metadata"]["name"]}" of '
+            f'{role.get("kind", "Role")} "{role["metadata"]["name"]}"')
+
+
+def _rules(role: Obj) -> list[Obj]:
+    rules = role.get("rules")
+    return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
+
+
+def _binds(binding: Obj, user: User, namespace: str | None) -> bool:
+    """Whether a subject of the binding is this user (rbac.appliesTo)."""
+    for subject in binding.get("subjects") or []:
+        kind, name = subject.get("kind"), subject.get("name")
+        if kind == "User" and name == user.name:
+            return True
+        if kind == "Group" and name in user.groups:
+            return True
+        if kind == "ServiceAccount":
+            # A subject's namespace defaults to nothing; a RoleBinding's SA subject must name it.
+            sa_namespace = subject.get("namespace") or ""
+            if user.name == f"system:serviceaccount:{sa_namespace}:{name}":
+                return True
+    return False
+
+
+def _allows(rule: Obj, attrs: Attributes) -> bool:
+    """rbac.RuleAllows: verbs, then groups/resources/names or non-resource URLs."""
+    verbs = rule.get("verbs") or []
+    if "*" not in verbs and attrs.verb not in verbs:
+        return False
+    if not attrs.resource_request:
+        return any(url == attrs.path or url == "*" or
+                   (url.endswith("*") and attrs.path.startswith(url[:-1]))
+                   for url in rule.get("nonResourceURLs") or [])
+    groups = rule.get("apiGroups") or []
+    if "*" not in groups and attrs.api_group not in groups:
+        return False
+    combined = attrs.resource + (f"/{attrs.subresource}" if attrs.subresource else "")
+    resources = rule.get("resources") or []
+    if not any(r in ("*", combined) or (attrs.subresource and r == f"*/{attrs.subresource}")
+               for r in resources):
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or attrs.name in names
