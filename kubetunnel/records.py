@@ -94,6 +94,11 @@ class Condition:
         )
 
 
+RECONCILED = "Reconciled"
+"""False while the operator's attempts to reconcile the record fail (its message says why, for
+example an RBAC denial); True again once one succeeds. The CLI shows it while it waits."""
+
+
 @dataclass(frozen=True)
 class TunnelStatus:
     phase: Phase = "Pending"
@@ -115,6 +120,11 @@ class TunnelStatus:
         if self.connected_since:
             data["connectedSince"] = format_time(self.connected_since)
         return data
+
+    def trouble(self) -> str | None:
+        """Why the operator's latest reconcile failed, or None when it did not."""
+        found = next((c for c in self.conditions if c.type == RECONCILED), None)
+        return found.message if found is not None and found.status == "False" else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TunnelStatus:

@@ -112,6 +112,7 @@ class Connection:
         self.progress = Progress()
         self.stop = asyncio.Event()
         self.stop_reason = ""
+        self._trouble: str | None = None  # the operator's reconcile error last shown
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -193,10 +194,22 @@ class Connection:
             except KubetunnelError as exc:
                 log.warning("lease.renew_failed", error=str(exc))
 
+    def _show_trouble(self, current: TunnelRecord | None) -> None:
+        """Say once, while it lasts, why the operator cannot do its part (an RBAC denial)."""
+        if current is None:
+            return  # the record is gone: the caller says so
+        trouble = current.status.trouble()
+        if trouble is not None and trouble != self._trouble:
+            self.progress.note(f"operator: {trouble}")
+        elif trouble is None and self._trouble is not None:
+            self.progress.note("operator: working again")
+        self._trouble = trouble
+
     async def _wait_pod(self, client: Any, store: Store, record: TunnelRecord) -> Any:
         deadline = time.monotonic() + self.s.pod_timeout
         while not self.stop.is_set():
             current = await store.get(record.namespace, record.name)
+            self._show_trouble(current)
             if current is not None and current.status.phase == "Failed":
                 message = next((c.message for c in current.status.conditions
                                 if c.status == "False" and c.message), "the operator refused")
@@ -287,6 +300,7 @@ class Connection:
             if current is None or current.deleting:
                 self._request_stop("the tunnel was ended from elsewhere")
                 break
+            self._show_trouble(current)
             if current.status.connected != switched:
                 switched = current.status.connected
                 last_switch = time.strftime("%H:%M:%S")

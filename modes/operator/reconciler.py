@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubetunnel.errors import KubetunnelError, NotFound
-from kubetunnel.kube import KubeClient
+from kubetunnel.kube import ApiError, KubeClient
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Store
-from kubetunnel.records import TunnelRecord, TunnelStatus, now
+from kubetunnel.records import RECONCILED, TunnelRecord, TunnelStatus, now
 from modes.operator import agents, conditions, objects, selectors
 from modes.operator.conditions import ACCEPTED, AGENT_CONNECTED, AGENT_READY, SWITCHED
 from modes.operator.events import Recorder
@@ -47,6 +47,30 @@ class Reconciler:
         return reference(record) if reference is not None else None
 
     async def __call__(self, key: Key) -> float | None:
+        try:
+            return await self._reconcile(key)
+        except ApiError as exc:
+            if exc.status == 403:
+                await self._report_forbidden(key, exc)
+            raise
+
+    async def _report_forbidden(self, key: Key, exc: ApiError) -> None:
+        """Put an RBAC denial on the record (condition and event), where the CLI and kubectl
+        describe show it; the engine retries with back-off as for any failure."""
+        message = (f"not allowed: {exc}; grant the operator that permission "
+                   f"(manifests/clusterrole.yaml lists what it needs)")
+        try:
+            record = await self.store.get(*key)
+            if record is None or record.deleting:
+                return
+            status = conditions.with_condition(record.status, RECONCILED, "False", "Forbidden",
+                                               message)
+            await self.write_status(record, status, failed=message)
+        except KubetunnelError as failure:  # the status itself may be what is forbidden
+            log.warning("reconcile.report_failed", tunnel=f"{key[0]}/{key[1]}",
+                        error=str(failure))
+
+    async def _reconcile(self, key: Key) -> float | None:
         namespace, name = key
         record = await self.store.get(namespace, name)
         if record is None:
@@ -74,6 +98,9 @@ class Reconciler:
     # -- the record's life ---------------------------------------------------------------------
     async def converge(self, record: TunnelRecord) -> float | None:
         status = record.status
+        if status.trouble() is not None:  # written only if this attempt gets to write
+            status = conditions.with_condition(status, RECONCILED, "True", "Reconciled",
+                                               "the operator's last reconcile succeeded")
         service = await selectors.read(self.client, record.namespace, record.service)
         refusal = await self.refusal(record, service)
         if refusal is not None:
