@@ -142,6 +142,28 @@ class Authorizer:
                         return True, _reason("RoleBinding", binding, role)
         return False, ""
 
+    def rules_of(self, user: User, namespace: str) -> tuple[list[Obj], list[Obj]]:
+        """(resource rules, non-resource rules) the user has in ``namespace``: the status of a
+        SelfSubjectRulesReview (``kubectl auth can-i --list``)."""
+        if MASTERS in user.groups:
+            return ([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                    [{"verbs": ["*"], "nonResourceURLs": ["*"]}])
+        rules: list[Obj] = list(_BUILT_IN_RULES) if AUTHENTICATED in user.groups else []
+        for binding in self._list(RBAC_GROUP, "clusterrolebindings", None):
+            if _binds(binding, user, None):
+                role = self._role(binding, None)
+                rules += _rules(role) if role is not None else []
+        if namespace:
+            for binding in self._list(RBAC_GROUP, "rolebindings", namespace):
+                if _binds(binding, user, namespace):
+                    role = self._role(binding, namespace)
+                    rules += [r for r in _rules(role) if r.get("resources")] if role else []
+        resource = [{k: r[k] for k in ("verbs", "apiGroups", "resources", "resourceNames")
+                     if r.get(k)} for r in rules if r.get("resources")]
+        non_resource = [{k: r[k] for k in ("verbs", "nonResourceURLs")}
+                        for r in rules if r.get("nonResourceURLs")]
+        return resource, non_resource
+
     def _role(self, binding: Obj, namespace: str | None) -> Obj | None:
         ref = binding.get("roleRef") or {}
         if ref.get("kind") == "ClusterRole":

@@ -175,6 +175,9 @@ MESSAGES: dict[str, dict[int, Field]] = {
     "ResourceAttributes": {1: _f("namespace"), 2: _f("verb"), 3: _f("group"), 4: _f("version"),
                            5: _f("resource"), 6: _f("subresource"), 7: _f("name")},
     "NonResourceAttributes": {1: _f("path"), 2: _f("verb")},
+    "SelfSubjectRulesReview": {1: _f("metadata", "ObjectMeta"),
+                               2: _f("spec", "SelfSubjectRulesReviewSpec")},
+    "SelfSubjectRulesReviewSpec": {1: _f("namespace")},
     "SubjectAccessReviewStatus": {1: _f("allowed", "bool"), 2: _f("reason"),
                                   3: _f("evaluationError"), 4: _f("denied", "bool")},
 }
@@ -192,6 +195,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "RoleBinding",
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
     ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
 }
 

@@ -209,6 +209,14 @@ def builtins() -> list[ResourceType]:
             False,
             verbs=CREATE_ONLY,
         ),
+        _grouped(
+            "authorization.k8s.io",
+            "authorization",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            False,
+            verbs=CREATE_ONLY,
+        ),
     ]
 
 

@@ -69,6 +69,9 @@ class Sandbox:
         self.endpoints.reviewers[("authorization.k8s.io", "selfsubjectaccessreviews")] = (
             self._review_access
         )
+        self.endpoints.reviewers[("authorization.k8s.io", "selfsubjectrulesreviews")] = (
+            self._review_rules
+        )
         self.issuer = TokenIssuer(self.tokens, self.endpoints)
         self.endpoints.subresources[("", "serviceaccounts", "token")] = self.issuer.serve
         self.address = ""
@@ -226,6 +229,15 @@ class Sandbox:
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if upgrade and (group, target.rt.plural, target.subresource) in UPGRADE_NEEDS_CREATE:
             self._authorize(request, dataclasses.replace(attrs, verb="create"))
+
+    def _review_rules(self, request: web.Request, review: Obj) -> Obj:
+        """The status of a SelfSubjectRulesReview: every rule that applies in the namespace."""
+        user = CURRENT_USER.get()
+        if user is None:
+            return {"resourceRules": [], "nonResourceRules": [], "incomplete": True}
+        namespace = (review.get("spec") or {}).get("namespace") or ""
+        resource, non_resource = self.authorizer.rules_of(user, namespace)
+        return {"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": False}
 
     def _review_access(self, request: web.Request, review: Obj) -> Obj:
         """The status of a SelfSubjectAccessReview: what RBAC says for the asking user."""

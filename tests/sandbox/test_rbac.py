@@ -143,3 +143,31 @@ def test_an_expired_token_is_forgotten() -> None:
     assert issuer.expired("t")
     assert "t" not in issuer.accepted
     assert not issuer.expired("t")  # forgotten: now simply unknown (401 at the server)
+
+
+def test_self_subject_rules_review_lists_what_applies(raw: Raw, ns: str, kubectl: Kubectl) -> None:
+    token = _token(raw, ns, "lister")
+    _grant(raw, ns, [{"apiGroups": [""], "resources": ["pods"], "resourceNames": ["p1"],
+                      "verbs": ["get"]}], _sa(ns, "lister"))
+
+    def rules(namespace: str) -> dict[str, Any]:
+        code, _, body = raw("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": namespace}}, token=token)
+        assert code == 201, body
+        assert isinstance(body, dict)
+        status: dict[str, Any] = body["status"]
+        return status
+
+    here = rules(ns)
+    assert {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"],
+            "resourceNames": ["p1"]} in here["resourceRules"]
+    assert {"verbs": ["get"], "nonResourceURLs": list(
+        ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*",
+         "/readyz", "/version", "/version/"))} in here["nonResourceRules"]
+    assert here["incomplete"] is False
+    elsewhere = rules("default")
+    assert all(r.get("resources") != ["pods"] for r in elsewhere["resourceRules"])
+    # kubectl auth can-i --list, as the sandbox's admin: everything.
+    listed = kubectl("auth", "can-i", "--list").stdout.splitlines()
+    assert listed[1].split() == ["*.*", "[]", "[]", "[*]"]
