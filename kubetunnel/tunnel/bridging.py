@@ -146,8 +146,9 @@ class SocketBridge(asyncio.Protocol):
             self._transport.close()
 
 
-async def dial(stream: Stream, host: str, port: int, timeout: float) -> None:
-    """Connect ``stream`` to ``host:port``; on failure reset it with the reason."""
+async def dial(stream: Stream, host: str, port: int, timeout: float) -> bool:
+    """Connect ``stream`` to ``host:port``; on failure reset it with the reason. Whether it
+    connected."""
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
@@ -155,3 +156,5 @@ async def dial(stream: Stream, host: str, port: int, timeout: float) -> None:
     except (OSError, TimeoutError) as exc:
         reason = f"cannot connect to {host}:{port}: {exc or 'timed out'}"
         stream.reset(ErrorCode.CONNECT_FAILED, reason)
+        return False
+    return True

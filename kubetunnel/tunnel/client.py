@@ -89,6 +89,9 @@ class TunnelClient:
         self._servers: list[asyncio.Server] = []
         self.local_answering: bool | None = None
         self.local_reason = "not probed yet"
+        # Set when a dial to the local process fails: probe now rather than at the next tick,
+        # so the agent hears "not answering" (and the cluster takes the traffic back) sooner.
+        self._probe_now = asyncio.Event()
         self.connects = 0  # sessions established so far; reconnects are connects - 1
         self._started = False
 
@@ -282,13 +285,15 @@ class TunnelClient:
         if route is None:
             stream.reset(ErrorCode.REFUSED, f"the CLI has no local port for {stream.destination}")
             return
-        self._spawn(
-            dial(stream, route.local_host, route.local_port, self.options.dial_timeout),
-            f"tunnel-client:dial:{stream.id}",
-        )
+        self._spawn(self._dial_local(stream, route), f"tunnel-client:dial:{stream.id}")
+
+    async def _dial_local(self, stream: Stream, route: Route) -> None:
+        if not await dial(stream, route.local_host, route.local_port, self.options.dial_timeout):
+            self._probe_now.set()
 
     async def _probe_loop(self) -> None:
         while True:
+            self._probe_now.clear()
             answering, reason = await self._probe()
             if answering != self.local_answering or reason != self.local_reason:
                 log.info("local.probe", answering=answering, reason=reason)
@@ -296,7 +301,8 @@ class TunnelClient:
                 session = self._session
                 if session is not None:
                     session.send_status(answering, reason)
-            await asyncio.sleep(self.options.probe_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probe_now.wait(), self.options.probe_interval)
 
     async def _probe(self) -> tuple[bool, str]:
         """Whether every mapped local port accepts a TCP connection (what kubelet's probe does)."""

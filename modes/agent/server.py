@@ -230,8 +230,10 @@ class Agent:
             stream.reset(ErrorCode.REFUSED, "the agent accepts only outbound streams")
             return
         host, port = check_target(stream.destination)
-        self.spawn(dial(stream, host, port, self.config.dial_timeout),
-                   f"agent:dial:{stream.id}")
+        self.spawn(self._dial(stream, host, port), f"agent:dial:{stream.id}")
+
+    async def _dial(self, stream: Stream, host: str, port: int) -> None:
+        await dial(stream, host, port, self.config.dial_timeout)  # a failure resets the stream
 
     # --- the operator seam ----------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -12,7 +14,7 @@ from kubetunnel.tunnel.framing import ErrorCode
 from kubetunnel.tunnel.handshake import TunnelRefused
 from modes.agent.health import start_health
 
-from .conftest import Stack
+from .conftest import FAST, Stack
 
 
 async def _expect_reset(port: int) -> None:
@@ -104,6 +106,35 @@ async def test_status_seam_follows_tunnel_and_local_process(stack: Stack) -> Non
     await client.aclose()
     await asyncio.sleep(0.1)
     assert stack.agent.state() == (False, "no CLI attached")
+
+
+async def test_a_refused_local_dial_is_reported_without_waiting_for_the_probe(
+    stack: Stack,
+) -> None:
+    # Probing every 10 s: only the refused dial can explain a report within the test's time.
+    client = stack.client(options=replace(FAST, probe_interval=10.0))
+    client.start()
+    await client.wait_connected(5)
+    for _ in range(100):
+        if stack.statuses and stack.statuses[-1][0]:
+            break
+        await asyncio.sleep(0.02)
+    assert stack.statuses[-1][0] is True
+    stack.servers["echo"].close()
+    await stack.servers["echo"].wait_closed()
+    await asyncio.sleep(0.1)
+    assert stack.statuses[-1][0] is True  # nobody has noticed yet
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port("echo"))
+        writer.write(b"ping")
+        await reader.read()  # reset: the local process is gone
+        writer.close()
+    for _ in range(100):
+        if not stack.statuses[-1][0]:
+            break
+        await asyncio.sleep(0.02)
+    assert stack.statuses[-1][0] is False
+    assert "nothing answers" in stack.statuses[-1][1]
 
 
 async def test_a_stopping_agent_reports_down(stack: Stack) -> None:
