@@ -205,9 +205,10 @@ def _binds(binding: Obj, user: User, namespace: str | None) -> bool:
         if kind == "Group" and name in user.groups:
             return True
         if kind == "ServiceAccount":
-            # A subject's namespace defaults to nothing; a RoleBinding's SA subject must name it.
-            sa_namespace = subject.get("namespace") or ""
-            if user.name == f"system:serviceaccount:{sa_namespace}:{name}":
+            # In a RoleBinding a ServiceAccount subject without a namespace is one of the
+            # binding's own namespace (rbac's appliesToUser); a ClusterRoleBinding's must name it.
+            sa_namespace = subject.get("namespace") or namespace or ""
+            if sa_namespace and user.name == f"system:serviceaccount:{sa_namespace}:{name}":
                 return True
     return False
 

@@ -94,6 +94,11 @@ def test_rules_match_verbs_resources_names_and_subresources(raw: Raw, ns: str) -
     assert raw("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/d", token=token)[0] == 403
     # A Role reaches no further than its namespace.
     assert raw("GET", "/api/v1/namespaces/default/configmaps", token=token)[0] == 403
+    # In a RoleBinding, a ServiceAccount subject without a namespace is one of the binding's.
+    assert raw("GET", f"{path}/services", token=token)[0] == 403
+    _grant(raw, ns, [{"apiGroups": [""], "resources": ["services"], "verbs": ["list"]}],
+           {"kind": "ServiceAccount", "name": "dev"})
+    assert raw("GET", f"{path}/services", token=token)[0] == 200
 
 
 def test_cluster_roles_groups_and_non_resource_urls(raw: Raw, ns: str, kubectl: Kubectl) -> None:
