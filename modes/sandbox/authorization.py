@@ -9,9 +9,10 @@ What a request asks to do is the request's attributes (verb, API group, resource
 namespace, name; or a non-resource path), derived from the URL and method as kube-apiserver's
 RequestInfo does. A request is allowed when a rule of a Role or ClusterRole bound to the user
 (ClusterRoleBindings anywhere; RoleBindings in the request's namespace) matches it, with the
-wildcards RBAC allows. The default bindings every cluster has are built in rather than stored:
-any authenticated user may read the discovery and version paths (``system:discovery``,
-``system:public-info-viewer``) and create self-reviews (``system:basic-user``).
+wildcards RBAC allows. A new sandbox has the default roles and bindings every cluster has that
+matter here (``default_objects``): ``cluster-admin`` for ``system:masters``, and for every
+authenticated user the discovery and version paths (``system:discovery``,
+``system:public-info-viewer``) and self-reviews (``system:basic-user``).
 
 Not emulated: aggregated ClusterRoles (their rules must be written out), escalation checks when
 creating Roles or bindings, impersonation, and any authorizer other than RBAC.
@@ -19,6 +20,7 @@ creating Roles or bindings, impersonation, and any authorizer other than RBAC.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,17 +35,50 @@ MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
-# system:discovery, system:public-info-viewer and system:basic-user, bound to every
-# authenticated user in every cluster.
-_DISCOVERY_PATHS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
-                    "/openapi/*", "/readyz", "/version", "/version/")
-_BUILT_IN_RULES: tuple[Obj, ...] = (
-    {"verbs": ["get"], "nonResourceURLs": list(_DISCOVERY_PATHS)},
-    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
-     "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
-    {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"],
-     "resources": ["selfsubjectreviews"]},
-)
+# The default roles and bindings of every new cluster (kube-apiserver's RBAC bootstrap policy),
+# as far as they concern what the sandbox serves. Created as objects when the sandbox starts.
+_DISCOVERY_PATHS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
+                    "/openapi/*", "/readyz", "/version", "/version/"]
+_DEFAULT_ROLES: dict[str, tuple[list[Obj], list[Obj]]] = {
+    # name: (rules, subjects of its ClusterRoleBinding)
+    "cluster-admin": (
+        [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+         {"nonResourceURLs": ["*"], "verbs": ["*"]}],
+        [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": MASTERS}]),
+    "system:discovery": (
+        [{"nonResourceURLs": _DISCOVERY_PATHS, "verbs": ["get"]}],
+        [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED}]),
+    "system:basic-user": (
+        [{"apiGroups": ["authorization.k8s.io"],
+          "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+          "verbs": ["create"]},
+         {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"],
+          "verbs": ["create"]}],
+        [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED}]),
+    "system:public-info-viewer": (
+        [{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"],
+          "verbs": ["get"]}],
+        [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": AUTHENTICATED},
+         {"apiGroup": RBAC_GROUP, "kind": "Group", "name": "system:unauthenticated"}]),
+}
+
+
+def default_objects() -> list[Obj]:
+    """The default ClusterRoles and ClusterRoleBindings, labelled as kube-apiserver labels its
+    bootstrap policy."""
+    meta = {"labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}}
+    objects: list[Obj] = []
+    for name, (rules, subjects) in _DEFAULT_ROLES.items():
+        objects.append({"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
+                        "metadata": {"name": name, **copy.deepcopy(meta)},
+                        "rules": copy.deepcopy(rules)})
+        objects.append({"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRoleBinding",
+                        "metadata": {"name": name, **copy.deepcopy(meta)},
+                        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole",
+                                    "name": name},
+                        "subjects": copy.deepcopy(subjects)})
+    return objects
 
 
 @dataclass(frozen=True)
@@ -124,10 +159,8 @@ class Authorizer:
 
     def decide(self, user: User, attrs: Attributes) -> tuple[bool, str]:
         """(allowed, reason); the reason names the binding that allowed it, as RBAC's does."""
-        if MASTERS in user.groups:
+        if MASTERS in user.groups:  # kube-apiserver lets this group through before RBAC
             return True, f'allowed: user "{user.name}" is in group "{MASTERS}"'
-        if AUTHENTICATED in user.groups and any(_allows(r, attrs) for r in _BUILT_IN_RULES):
-            return True, "allowed by the default roles of every authenticated user"
         for binding in self._list(RBAC_GROUP, "clusterrolebindings", None):
             if _binds(binding, user, None):
                 role = self._role(binding, None)
@@ -148,7 +181,7 @@ class Authorizer:
         if MASTERS in user.groups:
             return ([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
                     [{"verbs": ["*"], "nonResourceURLs": ["*"]}])
-        rules: list[Obj] = list(_BUILT_IN_RULES) if AUTHENTICATED in user.groups else []
+        rules: list[Obj] = []
         for binding in self._list(RBAC_GROUP, "clusterrolebindings", None):
             if _binds(binding, user, None):
                 role = self._role(binding, None)

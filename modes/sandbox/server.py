@@ -16,7 +16,13 @@ from aiohttp import web
 
 from kubetunnel.logging import get_logger
 from modes.sandbox import discovery, openapi
-from modes.sandbox.authorization import Attributes, Authorizer, User, resource_verb
+from modes.sandbox.authorization import (
+    Attributes,
+    Authorizer,
+    User,
+    default_objects,
+    resource_verb,
+)
 from modes.sandbox.crds import CrdController
 from modes.sandbox.endpoints import Endpoints, Target
 from modes.sandbox.errors import ApiError, method_not_allowed, page_not_found, unauthorized
@@ -81,6 +87,10 @@ class Sandbox:
             self.store.create(
                 ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
             )
+        for obj in default_objects():
+            rt = self.store.registry.get("rbac.authorization.k8s.io", f"{obj['kind'].lower()}s")
+            assert rt is not None
+            self.store.create(rt, obj)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)

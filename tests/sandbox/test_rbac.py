@@ -176,3 +176,29 @@ def test_self_subject_rules_review_lists_what_applies(raw: Raw, ns: str, kubectl
     # kubectl auth can-i --list, as the sandbox's admin: everything.
     listed = kubectl("auth", "can-i", "--list").stdout.splitlines()
     assert listed[1].split() == ["*.*", "[]", "[]", "[*]"]
+
+
+def test_the_default_roles_of_a_new_cluster_are_there_to_bind(
+    raw: Raw, ns: str, kubectl: Kubectl,
+) -> None:
+    names = kubectl("get", "clusterroles", "-l", "kubernetes.io/bootstrapping=rbac-defaults",
+                    "-o", "name").stdout.split()
+    assert {"clusterrole.rbac.authorization.k8s.io/cluster-admin",
+            "clusterrole.rbac.authorization.k8s.io/system:discovery",
+            "clusterrole.rbac.authorization.k8s.io/system:basic-user",
+            "clusterrole.rbac.authorization.k8s.io/system:public-info-viewer"} <= set(names)
+    token = _token(raw, ns, "root")
+    assert raw("DELETE", "/api/v1/namespaces/kube-public/configmaps/x", token=token)[0] == 403
+    code, _, body = raw("POST", f"{RBAC}/clusterrolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{ns}-root"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "cluster-admin"},
+        "subjects": [_sa(ns, "root")]})
+    assert code == 201, body
+    try:
+        assert raw("DELETE", "/api/v1/namespaces/kube-public/configmaps/x",
+                   token=token)[0] == 404  # allowed now; there is no such ConfigMap
+        assert raw("GET", "/metrics", token=token)[0] == 404
+    finally:
+        raw("DELETE", f"{RBAC}/clusterrolebindings/{ns}-root")
