@@ -113,7 +113,7 @@ class Attributes:
     def describe(self) -> str:
         """The words kube-apiserver uses in a 403 (responsewriters.forbiddenMessage)."""
         if not self.resource_request:
-            return f"cannot {self.verb} path {self.path!r}".replace("'", '"')
+            return f'cannot {self.verb} path "{self.path}"'
         resource = self.resource + (f"/{self.subresource}" if self.subresource else "")
         where = (f'in the namespace "{self.namespace}"' if self.namespace
                  else "at the cluster scope")
@@ -178,9 +178,6 @@ class Authorizer:
     def rules_of(self, user: User, namespace: str) -> tuple[list[Obj], list[Obj]]:
         """(resource rules, non-resource rules) the user has in ``namespace``: the status of a
         SelfSubjectRulesReview (``kubectl auth can-i --list``)."""
-        if MASTERS in user.groups:
-            return ([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                    [{"verbs": ["*"], "nonResourceURLs": ["*"]}])
         rules: list[Obj] = []
         for binding in self._list(RBAC_GROUP, "clusterrolebindings", None):
             if _binds(binding, user, None):
