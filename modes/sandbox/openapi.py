@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from modes.sandbox import schemas
-from modes.sandbox.errors import method_not_allowed, page_not_found
+from modes.sandbox.errors import ApiError, method_not_allowed, page_not_found
 from modes.sandbox.resources import ResourceRegistry, ResourceType
 
 Obj = dict[str, Any]
@@ -141,6 +141,13 @@ def handle(request: web.Request, registry: ResourceRegistry, parts: list[str]) -
     if request.method != "GET":
         raise method_not_allowed()
     if parts == ["v2"]:
+        accept = request.headers.get("Accept", "")
+        if accept and "json" not in accept and "*/*" not in accept:
+            # kubectl asks for the protobuf form only (to validate a v1 List); answering JSON
+            # to that made it fail on "invalid wire-format data". 406 says what is true.
+            raise ApiError(406, "NotAcceptable",
+                           f"the sandbox serves /openapi/v2 as application/json only "
+                           f"(asked for {accept})")
         definitions = dict(_v2_definitions())
         for rt in registry:
             if rt.custom:

@@ -232,6 +232,20 @@ def test_openapi_v3_index_and_group_document(raw: Raw) -> None:
     assert containers["type"] == "array"
 
 
+def test_openapi_v2_is_json_and_says_so_to_a_protobuf_only_client(raw: Raw) -> None:
+    code, headers, doc = raw("GET", "/openapi/v2", headers={"Accept": "application/json"})
+    assert code == 200
+    assert headers["Content-Type"].startswith("application/json")
+    assert isinstance(doc, dict)
+    assert "io.k8s.api.apps.v1.Deployment" in doc["definitions"]
+    protobuf = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    code, _, status = raw("GET", "/openapi/v2", headers={"Accept": protobuf})
+    assert code == 406
+    assert isinstance(status, dict)
+    assert status["reason"] == "NotAcceptable"
+    assert protobuf in status["message"]
+
+
 def test_error_status_bodies(raw: Raw, ns: str) -> None:
     code, _, body = raw("PUT", f"/api/v1/namespaces/{ns}/configmaps", {})
     assert code == 405
