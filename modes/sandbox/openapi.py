@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from modes.sandbox import schemas
+from modes.sandbox import openapi_proto, schemas
 from modes.sandbox.errors import ApiError, method_not_allowed, page_not_found
 from modes.sandbox.resources import ResourceRegistry, ResourceType
 
@@ -51,6 +51,11 @@ def _convert(node: Any, prefix: str) -> Any:
 @functools.cache
 def _v2_definitions() -> Obj:
     return {k: _convert(v, "#/definitions/") for k, v in schemas.definitions().items()}
+
+
+@functools.cache
+def _v2_builtin_proto() -> bytes:
+    return openapi_proto.named_schemas(_v2_definitions())
 
 
 @functools.cache
@@ -141,22 +146,26 @@ def handle(request: web.Request, registry: ResourceRegistry, parts: list[str]) -
     if request.method != "GET":
         raise method_not_allowed()
     if parts == ["v2"]:
-        accept = request.headers.get("Accept", "")
-        if accept and "json" not in accept and "*/*" not in accept:
-            # kubectl asks for the protobuf form only (to validate a v1 List); answering JSON
-            # to that made it fail on "invalid wire-format data". 406 says what is true.
-            raise ApiError(406, "NotAcceptable",
-                           f"the sandbox serves /openapi/v2 as application/json only "
-                           f"(asked for {accept})")
-        definitions = dict(_v2_definitions())
+        customs: Obj = {}
         for rt in registry:
             if rt.custom:
                 for version in rt.versions:
-                    definitions[_custom_name(rt, version)] = json.loads(
+                    customs[_custom_name(rt, version)] = json.loads(
                         json.dumps(_custom_schema(rt, version)).replace(
                             "#/components/schemas/", "#/definitions/"
                         )
                     )
+        accept = request.headers.get("Accept", "")
+        if any(t in accept for t in openapi_proto.ACCEPTED) and "json" not in accept:
+            # What kubectl asks for when it validates a kind: List file.
+            body = openapi_proto.document(
+                INFO, _v2_builtin_proto() + openapi_proto.named_schemas(customs))
+            return web.Response(body=body, content_type=openapi_proto.MEDIA_TYPE)
+        if accept and "json" not in accept and "*/*" not in accept:
+            raise ApiError(406, "NotAcceptable",
+                           f"/openapi/v2 is served as application/json or "
+                           f"{openapi_proto.MEDIA_TYPE} (asked for {accept})")
+        definitions = {**_v2_definitions(), **customs}
         return _json({"swagger": "2.0", "info": INFO, "paths": {}, "definitions": definitions})
     if parts == ["v3"]:
         index = {"api/v1": "/openapi/v3/api/v1"}

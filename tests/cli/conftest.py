@@ -62,11 +62,10 @@ def namespace(kubectl: Run) -> Iterator[str]:
 
 
 def apply(kubectl: Run, *objects: dict[str, Any]) -> None:
-    # One object per call: kubectl validates a v1 List against the protobuf OpenAPI v2
-    # document, which the sandbox does not serve (docs/sandbox.md).
-    for obj in objects:
-        result = kubectl("apply", "-f", "-", stdin=json.dumps(obj))
-        assert result.returncode == 0, result.stderr
+    """kubectl apply of the objects as one v1 List, as one would from a file."""
+    listing = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    result = kubectl("apply", "-f", "-", stdin=json.dumps(listing))
+    assert result.returncode == 0, result.stderr
 
 
 def snapshot(kubectl: Run, namespace: str) -> str:

@@ -260,3 +260,28 @@ def test_unknown_fields_strict_by_default_and_warned_on_request(kubectl: Kubectl
     assert 'unknown field "bogus"' in strict.stderr
     warned = kubectl("create", "--validate=warn", "-f", "-", stdin=manifest)
     assert 'Warning: unknown field "bogus"' in warned.stderr
+
+
+def test_apply_a_list_validates_each_item_client_side(kubectl: Kubectl, ns: str) -> None:
+    """kubectl validates a kind: List against /openapi/v2 in its protobuf form."""
+
+    def listing(*items: dict[str, object]) -> str:
+        return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": list(items)})
+
+    good = listing(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "one", "namespace": ns},
+         "data": {"k": "v"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "two", "namespace": ns}},
+    )
+    out = kubectl("apply", "-f", "-", stdin=good).stdout
+    assert out.split("\n")[:2] == ["configmap/one created", "serviceaccount/two created"]
+    bad = listing(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "three", "namespace": ns},
+         "dataa": {"k": "v"}},
+    )
+    refused = kubectl("apply", "-f", "-", stdin=bad, check=False)
+    assert refused.returncode == 1
+    assert ('ValidationError(ConfigMap): unknown field "dataa" in io.k8s.api.core.v1.ConfigMap'
+            in refused.stderr)
+    assert kubectl("get", "configmap", "three", "-n", ns, check=False).returncode == 1

@@ -232,18 +232,43 @@ def test_openapi_v3_index_and_group_document(raw: Raw) -> None:
     assert containers["type"] == "array"
 
 
-def test_openapi_v2_is_json_and_says_so_to_a_protobuf_only_client(raw: Raw) -> None:
+def test_openapi_v2_in_json_or_protobuf_and_406_otherwise(raw: Raw) -> None:
     code, headers, doc = raw("GET", "/openapi/v2", headers={"Accept": "application/json"})
     assert code == 200
     assert headers["Content-Type"].startswith("application/json")
     assert isinstance(doc, dict)
     assert "io.k8s.api.apps.v1.Deployment" in doc["definitions"]
-    protobuf = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
-    code, _, status = raw("GET", "/openapi/v2", headers={"Accept": protobuf})
+    # kubectl's spelling of the protobuf type; the answer is in the valid spelling.
+    asked = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    code, headers, body = raw("GET", "/openapi/v2", headers={"Accept": asked})
+    assert code == 200
+    assert headers["Content-Type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    assert isinstance(body, str)  # not JSON
+    code, _, status = raw("GET", "/openapi/v2", headers={"Accept": "application/xml"})
     assert code == 406
     assert isinstance(status, dict)
     assert status["reason"] == "NotAcceptable"
-    assert protobuf in status["message"]
+
+
+def test_openapi_v2_protobuf_holds_every_definition() -> None:
+    from modes.sandbox import openapi_proto, protobuf
+
+    definitions = {"a.B": {"type": "object", "required": ["x"], "properties": {
+        "x": {"type": "integer", "format": "int32", "minimum": 1.5},
+        "y": {"type": "array", "items": {"$ref": "#/definitions/a.C"}}},
+        "x-kubernetes-group-version-kind": [{"group": "a", "kind": "B", "version": "v1"}]},
+        "a.C": {"type": "string", "additionalProperties": False}}
+    encoded = openapi_proto.document({"title": "T", "version": "9"},
+                                     openapi_proto.named_schemas(definitions))
+    doc = {n: v for n, _, v in protobuf._wire(encoded)}
+    assert doc[1] == b"2.0"
+    entries = [dict((n, v) for n, _, v in protobuf._wire(e))
+               for _, _, e in protobuf._wire(doc[9])]
+    assert [e[1] for e in entries] == [b"a.B", b"a.C"]
+    first = {n: v for n, _, v in protobuf._wire(entries[0][2])}
+    assert first[19] == b"x"  # required
+    assert b"x-kubernetes-group-version-kind" in first[31]
+    assert b'"kind": "B"' in first[31]  # the extension's value, as YAML (JSON) text
 
 
 def test_error_status_bodies(raw: Raw, ns: str) -> None:
