@@ -75,7 +75,8 @@ class TokenIssuer:
                          "creationTimestamp": _rfc3339(issued)},
             "spec": {"audiences": spec.get("audiences") or [DEFAULT_AUDIENCE],
                      "expirationSeconds": seconds,
-                     "boundObjectRef": spec.get("boundObjectRef")},
+                     **({"boundObjectRef": spec["boundObjectRef"]}
+                        if spec.get("boundObjectRef") else {})},
             "status": {"token": token, "expirationTimestamp": _rfc3339(expires)},
         }, 201, [])
 

@@ -21,7 +21,9 @@ def _token(raw: Raw, ns: str, account: str, seconds: int = 3600) -> str:
         "spec": {"expirationSeconds": seconds}})
     assert code == 201, body
     assert isinstance(body, dict)
-    assert body["spec"]["expirationSeconds"] == seconds
+    assert body["spec"] == {"audiences": ["https://kubernetes.default.svc.cluster.local"],
+                            "expirationSeconds": seconds}
+    assert body["status"]["expirationTimestamp"].endswith("Z")
     return str(body["status"]["token"])
 
 
