@@ -111,6 +111,15 @@ class KubeClient:
     async def get(self, path: str, **params: str | int) -> Any:
         return await self.request("GET", path, params=params)
 
+    async def get_or_none(self, path: str, **params: str | int) -> Any:
+        """``get``, or None when the object does not exist (404); other errors raise."""
+        try:
+            return await self.get(path, **params)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def create(self, path: str, obj: Mapping[str, Any]) -> Any:
         return await self.request("POST", path, body=obj)
 

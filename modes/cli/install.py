@@ -65,19 +65,13 @@ async def missing_permissions(
 
 async def _apply_all(client: Any, objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Apply in order; report created / configured / unchanged per object, as kubectl does."""
-    from kubetunnel.kube import ApiError
 
     outcomes = []
     for obj in objects:
         meta = obj["metadata"]
         path = await client.object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"),
                                         meta["name"])
-        try:
-            before = await client.get(path)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            before = None
+        before = await client.get_or_none(path)
         after = await client.apply(obj, field_manager="kubetunnel-install")
         if before is None:
             outcome = "created"

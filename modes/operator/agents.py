@@ -46,13 +46,8 @@ def _check_holder(obj: dict[str, Any], record: TunnelRecord) -> None:
 
 
 async def get_or_none(client: KubeClient, path: str) -> dict[str, Any] | None:
-    try:
-        obj: dict[str, Any] = await client.get(path)
-        return obj
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    found: dict[str, Any] | None = await client.get_or_none(path)
+    return found
 
 
 async def delete_if_present(client: KubeClient, path: str) -> bool:

@@ -88,11 +88,8 @@ class LeaderElector:
             return False
 
     async def _acquire_or_renew(self) -> bool:
-        try:
-            lease: dict[str, Any] = await self.client.get(self.path)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        lease: dict[str, Any] | None = await self.client.get_or_none(self.path)
+        if lease is None:
             return await self._create()
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""

@@ -81,13 +81,10 @@ class PolicyManager:
         self.applied = wanted
 
     async def _allowed_by_ingress(self) -> set[str]:
-        try:
-            policy: dict[str, Any] = await self.client.get(
-                _path(self.operator_namespace, INGRESS_POLICY_NAME))
-        except ApiError as exc:
-            if exc.status == 404:
-                return set()
-            raise
+        policy: dict[str, Any] | None = await self.client.get_or_none(
+            _path(self.operator_namespace, INGRESS_POLICY_NAME))
+        if policy is None:
+            return set()
         found = set()
         for rule in policy.get("spec", {}).get("ingress", []):
             for peer in rule.get("from", []):

@@ -70,12 +70,8 @@ Outcome = Literal["switched", "restored", "unchanged", "changed-by-someone", "go
 
 
 async def read(client: KubeClient, namespace: str, name: str) -> ServiceView | None:
-    try:
-        return ServiceView.of(await client.get(service_path(namespace, name)))
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    found = await client.get_or_none(service_path(namespace, name))
+    return None if found is None else ServiceView.of(found)
 
 
 async def _patch(client: KubeClient, view: ServiceView, ops: list[dict[str, Any]]) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kubetunnel.kube import ApiError, KubeClient
+from kubetunnel.kube import KubeClient
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -63,13 +63,8 @@ async def create_service(client: KubeClient, namespace: str, name: str,
 
 
 async def get_or_none(client: KubeClient, path: str) -> dict[str, Any] | None:
-    try:
-        obj: dict[str, Any] = await client.get(path)
-        return obj
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    found: dict[str, Any] | None = await client.get_or_none(path)
+    return found
 
 
 async def selector_of(client: KubeClient, namespace: str, service: str) -> dict[str, str]:
