@@ -10,14 +10,21 @@ this controller has written, well within the 100 ms the sandbox promises.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from kubetunnel.logging import get_logger
-from modes.sandbox.node.store import ENDPOINTS, ENDPOINTSLICES, PODS, SERVICES, ControllerStore
+from modes.sandbox.node.controllers.base import Name, Reconciler
+from modes.sandbox.node.store import (
+    ENDPOINTS,
+    ENDPOINTSLICES,
+    PODS,
+    SERVICES,
+    ControllerStore,
+    Key,
+)
 
 Obj = dict[str, Any]
 log = get_logger(__name__)
@@ -117,59 +124,33 @@ def slice_objects(service: Obj, groups: list[tuple[list[Obj], list[Obj], list[Ob
     return slices
 
 
-class EndpointsController:
+class EndpointsController(Reconciler):
+    watched = (SERVICES, PODS)
+    name = "endpoints"
+
     def __init__(self, store: ControllerStore) -> None:
-        self.store = store
-        self.services: dict[tuple[str, str], Obj] = {}
-        self.pods: dict[tuple[str, str], Obj] = {}
-        self._dirty: set[tuple[str, str]] = set()
-        self._wake = asyncio.Event()
+        super().__init__(store)
         self._written: dict[tuple[str, str], tuple[Obj, list[Obj]]] = {}
 
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(self._follow(SERVICES), name="endpoints-watch-services"),
-                 asyncio.create_task(self._follow(PODS), name="endpoints-watch-pods")]
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                dirty, self._dirty = self._dirty, set()
-                for key in sorted(dirty):
-                    try:
-                        await self._sync(key)
-                    except Exception:
-                        log.exception("endpoints.sync_failed", namespace=key[0], service=key[1])
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    def affected(self, key: Key, obj: Obj) -> Iterable[Name]:
+        namespace = obj["metadata"].get("namespace", "")
+        if key == SERVICES:
+            return [(namespace, obj["metadata"]["name"])]
+        # Any Service of the namespace may select the pod, before or after the change.
+        return [s for s in self.cache[SERVICES] if s[0] == namespace]
 
-    async def _follow(self, key: tuple[str, str]) -> None:
-        async for kind, obj in self.store.watch(key):
-            meta = obj["metadata"]
-            name = (meta["namespace"], meta["name"])
-            cache = self.services if key == SERVICES else self.pods
-            if kind == "DELETED":
-                cache.pop(name, None)
-            else:
-                cache[name] = obj
-            if key == SERVICES:
-                self._dirty.add(name)
-            else:  # any Service of the namespace may select it, before or after the change
-                self._dirty.update(s for s in self.services if s[0] == meta["namespace"])
-            self._wake.set()
+    async def reconcile(self, name: Name) -> None:
+        await self._sync(name)
 
     async def _sync(self, key: tuple[str, str]) -> None:
         namespace, name = key
-        service = self.services.get(key)
+        service = self.cache[SERVICES].get(key)
         if service is None or not (service.get("spec") or {}).get("selector"):
             # Gone, or without a selector (its Endpoints are the user's): remove only ours.
             if self._written.pop(key, None) is not None:
                 await self.store.delete(ENDPOINTS, namespace, name)
             return
-        pods = [p for (ns, _), p in self.pods.items() if ns == namespace]
+        pods = self.in_namespace(PODS, namespace)
         groups = desired(service, pods)
         endpoints, slices = endpoints_object(service, groups), slice_objects(service, groups)
         if self._written.get(key) == (endpoints, slices):
