@@ -7,6 +7,13 @@ build machine (direct_url.json, INSTALLER), keep one Kubernetes schema version o
 kubernetes-validate, and let shiv stamp every zip entry with SOURCE_DATE_EPOCH.
 
     python3 build.py [--output PATH] [--python INTERPRETER]   (default output: dist/kubetunnel)
+    python3 build.py --control-plane [--output PATH]
+
+``--control-plane`` builds instead the real Kubernetes control plane the sandbox can run
+(``sandbox up --control-plane real``): kube-apiserver, kube-controller-manager, kube-scheduler,
+etcd and kubectl as one multi-call binary, from the published Go modules that
+``controlplane/go.mod`` names, into ``~/.cache/kubetunnel/control-plane/<version>/``. It needs
+Go; the Go module and build caches make a second build take seconds.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -105,12 +114,71 @@ def build(output: Path, python: str) -> Path:
     return output
 
 
+def _go_module() -> tuple[str, str]:
+    """(the Go version go.mod needs, the Kubernetes version it builds)."""
+    text = (ROOT / "controlplane" / "go.mod").read_text()
+    go = re.search(r"^go (\S+)$", text, re.M)
+    kubernetes = re.search(r"^\s*k8s.io/kubernetes (v\S+)$", text, re.M)
+    if go is None or kubernetes is None:
+        sys.exit("build.py: error: controlplane/go.mod names no go version or k8s.io/kubernetes")
+    return go.group(1), kubernetes.group(1)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def build_control_plane(output: Path | None) -> Path:
+    """``go build`` of controlplane/ with the version stamps kube's own release builds set."""
+    go_needed, kubernetes = _go_module()
+    go = shutil.which("go")
+    if go is None:
+        sys.exit(f"build.py: error: --control-plane needs Go >= {go_needed} on PATH")
+    found = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    if _version_tuple(found) < _version_tuple(go_needed):
+        sys.exit(f"build.py: error: --control-plane needs Go >= {go_needed}; found {found}")
+    if output is None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        output = cache / "kubetunnel" / "control-plane" / kubernetes / "controlplane"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    major, minor = kubernetes.lstrip("v").split(".")[:2]
+    stamps = {
+        "gitVersion": kubernetes, "gitMajor": major, "gitMinor": minor,
+        "gitTreeState": "clean", "buildDate": "2024-01-01T00:00:00Z",
+    }
+    ldflags = ["-s", "-w"] + [
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in stamps.items()
+    ]
+    subprocess.run(
+        [go, "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(output), "."],
+        cwd=ROOT / "controlplane", check=True,
+        env={**os.environ, "GOFLAGS": os.environ.get("GOFLAGS", "-mod=readonly")},
+    )
+    return output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Not ./kubetunnel: that name is the package directory of the source tree.
-    parser.add_argument("--output", type=Path, default=ROOT / "dist" / "kubetunnel")
+    parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--python", default="/usr/bin/env python3")
+    parser.add_argument("--control-plane", action="store_true",
+                        help="build the real Kubernetes control plane for the sandbox instead")
     args = parser.parse_args()
+    if args.control_plane:
+        started = time.monotonic()
+        try:
+            binary = build_control_plane(args.output.resolve() if args.output else None)
+        except subprocess.CalledProcessError as exc:
+            sys.exit(f"build.py: error: go build failed (exit code {exc.returncode})")
+        print(f"built {binary} ({binary.stat().st_size / 2**20:.0f} MiB) in "
+              f"{time.monotonic() - started:.0f} s")
+        return
+    if args.output is None:
+        args.output = ROOT / "dist" / "kubetunnel"
     try:
         import shiv  # noqa: F401
     except ImportError:

@@ -79,6 +79,15 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Run the controllers, the process kubelet and the loopback kube-proxy. --no-node "
     "serves the API alone, like a control plane without nodes (tests that play the kubelet).",
 )
+@click.option(
+    "--control-plane",
+    type=click.Choice(["builtin", "real"]),
+    default="builtin",
+    show_default=True,
+    help="builtin: this process serves the API (Python only). real: Kubernetes' own "
+    "kube-apiserver, kube-controller-manager, kube-scheduler and etcd, built by "
+    "'python3 build.py --control-plane', with this process as their node (needs root).",
+)
 @click.option("--service-cidr", default="127.10.0.0/16", show_default=True,
               callback=lambda ctx, param, value: _loopback_network(value, param),
               help="Loopback range for Service ClusterIPs.")
@@ -87,10 +96,18 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Loopback range for pod IPs (several sandboxes at once need distinct ranges).")
 def up(
     kubeconfig: pathlib.Path, port: int, host: str, watch_history: int,
-    kubetunnel_images: tuple[str, ...], node: bool, service_cidr: str, pod_cidr: str,
+    kubetunnel_images: tuple[str, ...], node: bool, control_plane: str, service_cidr: str,
+    pod_cidr: str,
 ) -> None:
     """Serve the API in the foreground until SIGINT or SIGTERM."""
-    from modes.sandbox.running import serve
+    from modes.sandbox.running import serve, serve_real
+
+    if control_plane == "real":
+        if not node:
+            raise click.UsageError("--no-node applies to --control-plane builtin only")
+        run_async(serve_real(kubeconfig=kubeconfig, host=host, port=port,
+                             kubetunnel_images=kubetunnel_images))
+        return
 
     if ipaddress.ip_network(service_cidr).overlaps(ipaddress.ip_network(pod_cidr)):
         raise click.UsageError(f"--service-cidr {service_cidr} overlaps --pod-cidr {pod_cidr}")

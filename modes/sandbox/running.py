@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import pathlib
 import signal
@@ -124,4 +125,50 @@ async def serve(
         if running_node is not None:
             await running_node.stop()
         await runner.cleanup()
+    sys.stdout.flush()
+
+
+async def serve_real(*, kubeconfig: pathlib.Path, host: str, port: int,
+                     kubetunnel_images: tuple[str, ...] = ()) -> None:
+    """The real control plane (modes.sandbox.controlplane) with this process as its node."""
+    from modes.sandbox.controlplane.running import start_real
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def progress(step: str) -> None:
+        print(f"sandbox: {step}", file=sys.stderr, flush=True)
+
+    options: dict[str, Any] = {"kubetunnel_images": kubetunnel_images} if kubetunnel_images else {}
+    cluster = None
+    try:
+        starting = asyncio.ensure_future(start_real(host=host, port=port, progress=progress,
+                                                    **options))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # a signal during start-up: undo what was started
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        stopping.cancel()
+        cluster = starting.result()
+        try:
+            await asyncio.to_thread(write_kubeconfig, kubeconfig,
+                                    kubeconfig_text(cluster.url, cluster.token, cluster.ca_pem))
+        except OSError as exc:
+            raise KubetunnelError(
+                f"cannot write kubeconfig {kubeconfig}: {exc.strerror or exc}") from None
+        log.info("sandbox.serving", server=cluster.url, kubeconfig=str(kubeconfig),
+                 control_plane="real")
+        print(f"sandbox ready: server={cluster.url} kubeconfig={kubeconfig}", flush=True)
+        await stop.wait()
+        log.info("sandbox.stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if cluster is not None:
+            await cluster.stop()
     sys.stdout.flush()

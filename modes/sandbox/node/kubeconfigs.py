@@ -12,8 +12,9 @@ import asyncio
 import base64
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,6 +27,9 @@ class ApiAccess:
     server: str  # e.g. https://127.0.0.1:6443
     token_for: Callable[[str, str], str]  # (namespace, serviceaccount) -> token
     ca_pem: bytes | None = None  # the CA that signed the server's certificate, if https
+    # A real API server: (pod, serviceaccount) -> a token bound to that pod (TokenRequest),
+    # as a kubelet gets one; token_for is then not used.
+    bound_token: Callable[[dict[str, Any], str], Awaitable[str]] | None = None
 
     @property
     def host(self) -> str:
@@ -37,7 +41,8 @@ class ApiAccess:
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def kubeconfig(api: ApiAccess, namespace: str, account: str) -> dict[str, object]:
+def kubeconfig(api: ApiAccess, namespace: str, account: str,
+               token: str | None = None) -> dict[str, object]:
     user = f"system:serviceaccount:{namespace}:{account}"
     cluster: dict[str, str] = {"server": api.server}
     if api.ca_pem:
@@ -46,7 +51,7 @@ def kubeconfig(api: ApiAccess, namespace: str, account: str) -> dict[str, object
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "sandbox", "cluster": cluster}],
-        "users": [{"name": user, "user": {"token": api.token_for(namespace, account)}}],
+        "users": [{"name": user, "user": {"token": token or api.token_for(namespace, account)}}],
         "contexts": [
             {
                 "name": "sandbox",
@@ -57,8 +62,9 @@ def kubeconfig(api: ApiAccess, namespace: str, account: str) -> dict[str, object
     }
 
 
-async def write_kubeconfig(path: Path, api: ApiAccess, namespace: str, account: str) -> Path:
-    text = yaml.safe_dump(kubeconfig(api, namespace, account), sort_keys=False)
+async def write_kubeconfig(path: Path, api: ApiAccess, namespace: str, account: str,
+                           token: str | None = None) -> Path:
+    text = yaml.safe_dump(kubeconfig(api, namespace, account, token), sort_keys=False)
 
     def write() -> None:
         # Owner-only: it holds a token.

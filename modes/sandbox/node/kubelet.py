@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from kubetunnel.logging import get_logger
-from modes.sandbox.node import podstatus
+from modes.sandbox.node import network, podstatus
 from modes.sandbox.node.containers import ContainerWorker, Timing
 from modes.sandbox.node.environment import EnvResolver, base_env, python_path
 from modes.sandbox.node.images import ImagePolicy
-from modes.sandbox.node.ipam import HOST_IP, PodIPAllocator
+from modes.sandbox.node.ipam import PodIPAllocator
 from modes.sandbox.node.kubeconfigs import ApiAccess, write_kubeconfig
 from modes.sandbox.node.logbuffer import ContainerLog
 from modes.sandbox.node.runtime import rfc3339
@@ -28,6 +28,8 @@ from modes.sandbox.node.store import CONFIGMAPS, PODS, SECRETS, SERVICEACCOUNTS,
 
 Obj = dict[str, Any]
 log = get_logger(__name__)
+# What a kubelet asks for a projected ServiceAccount token (kube-apiserver may extend it).
+TOKEN_SECONDS = 3607
 
 
 @dataclasses.dataclass
@@ -71,10 +73,11 @@ class PodWorker:
     async def start(self) -> None:
         spec = self.pod.get("spec", {})
         wanted = (self.pod.get("status") or {}).get("podIP")
+        host_ip = network.active().host_ip
         self.pod_ip = (
-            HOST_IP if spec.get("hostNetwork") else self.config.ipam.allocate(self.uid, wanted)
+            host_ip if spec.get("hostNetwork") else self.config.ipam.allocate(self.uid, wanted)
         )
-        self.pod.setdefault("status", {}).update(podIP=self.pod_ip, hostIP=HOST_IP)
+        self.pod.setdefault("status", {}).update(podIP=self.pod_ip, hostIP=host_ip)
         workdir = self.config.state_dir / "pods" / self.uid
         kubeconfig = await self._kubeconfig(workdir)
         resolver = EnvResolver(
@@ -123,9 +126,27 @@ class PodWorker:
             mount = (sa or {}).get("automountServiceAccountToken")
         if mount is False or self.config.api is None:
             return None
-        return await write_kubeconfig(
-            workdir / "kubeconfig", self.config.api, self.namespace, account
-        )
+        api, path = self.config.api, workdir / "kubeconfig"
+        if api.bound_token is None:
+            return await write_kubeconfig(path, api, self.namespace, account)
+        bound = api.bound_token
+
+        async def refresh() -> None:
+            # As the kubelet's token manager: a new token once 80% of its lifetime has passed.
+            while True:
+                await asyncio.sleep(0.8 * TOKEN_SECONDS)
+                try:
+                    token = await bound(self.pod, account)
+                except Exception as exc:  # the old token is still good for a while
+                    log.warning("pod.token_refresh_failed", namespace=self.namespace,
+                                pod=self.name, error=str(exc))
+                    continue
+                await write_kubeconfig(path, api, self.namespace, account, token)
+
+        written = await write_kubeconfig(
+            path, api, self.namespace, account, await bound(self.pod, account))
+        self._tasks.append(asyncio.create_task(refresh(), name=f"token-{self.uid}"))
+        return written
 
     def _getter(self, key: tuple[str, str]) -> Callable[[str, str], Any]:
         async def get(namespace: str, name: str) -> Obj | None:
@@ -150,8 +171,8 @@ class PodWorker:
         status: Obj = {
             "phase": podstatus.phase(init, containers, policy, init_done, init_failed),
             "conditions": podstatus.conditions(init_done, containers, self._since, rfc3339()),
-            "hostIP": HOST_IP,
-            "hostIPs": [{"ip": HOST_IP}],
+            "hostIP": network.active().host_ip,
+            "hostIPs": [{"ip": network.active().host_ip}],
             "podIP": self.pod_ip,
             "podIPs": [{"ip": self.pod_ip}],
             "startTime": self.started_at,
@@ -177,7 +198,7 @@ class PodWorker:
 
     def update(self, pod: Obj) -> None:
         """A newer version of the pod object (labels, deletionTimestamp, ...)."""
-        pod.setdefault("status", {}).update(podIP=self.pod_ip, hostIP=HOST_IP)
+        pod.setdefault("status", {}).update(podIP=self.pod_ip, hostIP=network.active().host_ip)
         self.pod.clear()
         self.pod.update(pod)  # the container workers hold the same dict
 

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from kubetunnel.logging import get_logger
 from modes.sandbox.errors import ApiError, bad_request
+from modes.sandbox.node import network
 
 log = get_logger(__name__)
 
@@ -108,7 +109,7 @@ class _Session:
         data = 2 * i
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
-                reader, writer = await asyncio.open_connection(self.pod_ip, port)
+                reader, writer = await network.active().open_connection(self.pod_ip, port)
         except (OSError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 reason = "i/o timeout"

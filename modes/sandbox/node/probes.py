@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubetunnel.logging import get_logger
+from modes.sandbox.node import network
 
 Obj = dict[str, Any]
 log = get_logger(__name__)
@@ -53,7 +54,7 @@ async def http_get(action: Obj, pod_ip: str, container: Obj, timeout: float) -> 
         headers[header["name"]] = header["value"]
     request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+        reader, writer = await network.active().open_connection(host, port, ssl=tls)
         try:
             writer.write(request.encode("latin-1") + b"\r\n")
             await writer.drain()
@@ -75,7 +76,7 @@ async def tcp_socket(action: Obj, pod_ip: str, container: Obj, timeout: float) -
     host = action.get("host") or pod_ip
     port = resolve_port(action.get("port"), container)
     async with asyncio.timeout(timeout):
-        _, writer = await asyncio.open_connection(host, port)
+        _, writer = await network.active().open_connection(host, port)
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

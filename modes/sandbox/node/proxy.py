@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from kubetunnel.logging import get_logger
+from modes.sandbox.node import network
 
 log = get_logger(__name__)
 
@@ -65,7 +66,8 @@ class PortProxy:
         return backends[next(self._turn) % len(backends)]
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, *self.address, reuse_address=True)
+        sock = await network.active().listen(*self.address)
+        self.server = await asyncio.start_server(self._accept, sock=sock)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -83,7 +85,7 @@ class PortProxy:
                 log.debug("proxy.no_endpoints", service=self.service)
                 return
             try:
-                up_reader, up_writer = await asyncio.open_connection(*backend)
+                up_reader, up_writer = await network.active().open_connection(*backend)
             except OSError as exc:
                 log.info("proxy.dial_failed", service=self.service, backend=backend, error=str(exc))
                 return

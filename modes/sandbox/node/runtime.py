@@ -17,27 +17,38 @@ import signal
 import sys
 
 from kubetunnel.logging import get_logger
+from modes.sandbox.node import network
 from modes.sandbox.node.logbuffer import ContainerLog, capture
 
 log = get_logger(__name__)
 
 # Execs the container's program with PR_SET_PDEATHSIG=SIGKILL set first, so that even a
 # sandbox killed outright (no chance to terminate its pods) takes its pods' main processes
-# with it. A wrapper rather than preexec_fn, which is unsafe in a process with threads.
+# with it; with a network namespace file as third argument it joins that namespace first (the
+# real control plane's pod network). A wrapper rather than preexec_fn, which is unsafe in a
+# process with threads.
 _ORPHAN_GUARD = """
 import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, signal.SIGKILL)
 if os.getppid() != int(sys.argv[1]):
     os._exit(137)
-os.execvp(sys.argv[2], sys.argv[2:])
+if sys.argv[2]:
+    fd = os.open(sys.argv[2], os.O_RDONLY)
+    if libc.setns(fd, 0x40000000) != 0:
+        sys.stderr.write("cannot join network namespace " + sys.argv[2] + "\\n")
+        os._exit(128)
+    os.close(fd)
+os.execvp(sys.argv[3], sys.argv[3:])
 """
 
 
-def guarded(argv: list[str]) -> list[str]:
-    """``argv`` behind the orphan guard where the platform has one (Linux)."""
+def guarded(argv: list[str], netns: str | None = None) -> list[str]:
+    """``argv`` behind the orphan guard where the platform has one (Linux), in ``netns``."""
     if not sys.platform.startswith("linux"):
         return argv
-    return [sys.executable, "-S", "-I", "-c", _ORPHAN_GUARD, str(os.getpid()), *argv]
+    return [sys.executable, "-S", "-I", "-c", _ORPHAN_GUARD, str(os.getpid()), netns or "",
+            *argv]
 
 
 def rfc3339(moment: datetime.datetime | None = None) -> str:
@@ -100,7 +111,7 @@ class ContainerProcess:
     async def start(self) -> None:
         """Start the process; raises OSError when it cannot be executed."""
         self._proc = await asyncio.create_subprocess_exec(
-            *guarded(self.argv),
+            *guarded(self.argv, network.active().netns),
             env=self.env,
             cwd=self.cwd,
             stdin=asyncio.subprocess.DEVNULL,
