@@ -90,7 +90,8 @@ async def _wait_established(client: Any, name: str, timeout: float = 30) -> None
     path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
     while time.monotonic() < deadline:
         crd = await client.get(path)
-        conditions = crd.get("status", {}).get("conditions", [])
+        # A new CRD's status says "conditions": null on a real API server, not [].
+        conditions = (crd.get("status") or {}).get("conditions") or []
         if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
             return
         await asyncio.sleep(0.2)

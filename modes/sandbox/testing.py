@@ -7,15 +7,19 @@ and the test's event loop (and its blocking-call guard) stays out of the server'
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import http.client
 import os
 import pathlib
 import selectors
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import yaml
 
@@ -27,6 +31,66 @@ class RunningSandbox(NamedTuple):
     kubeconfig: pathlib.Path
     token: str
     pid: int  # of the ``sandbox up`` process (benchmarks read its CPU time)
+    # The real control plane keeps pods and ClusterIPs in this network namespace (a path under
+    # /run/netns); None for the builtin one, whose pods are on this machine's loopback.
+    netns: str | None = None
+
+    @property
+    def control_plane(self) -> str:
+        return "builtin" if self.netns is None else "real"
+
+
+CONTROL_PLANES = ("builtin", "real")
+
+
+def cluster_socket(sandbox: RunningSandbox, host: str, port: int,
+                   timeout: float = 5.0) -> socket.socket:
+    """A TCP connection to a pod or ClusterIP address, made from inside the cluster's network.
+
+    For the builtin control plane that is this machine's loopback; for the real one the socket
+    is created inside the sandbox's network namespace (on a thread that joins it), so that a
+    test never sends a packet for a pod address out of this machine's own network.
+    """
+    def make() -> socket.socket:
+        return socket.create_connection((host, port), timeout=timeout)
+
+    if sandbox.netns is None:
+        return make()
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def inside() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(str(sandbox.netns), os.O_RDONLY)
+            try:
+                if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                    raise OSError(ctypes.get_errno(), f"cannot join {sandbox.netns}")
+            finally:
+                os.close(fd)
+            made.append(make())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=inside, name="cluster-socket")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
+def cluster_get(sandbox: RunningSandbox, host: str, port: int = 80, path: str = "/",
+                timeout: float = 1.0) -> tuple[int, str]:
+    """One HTTP GET as a pod would send it: (status, body)."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    connection.sock = cluster_socket(sandbox, host, port, timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 class SandboxStartError(RuntimeError):
@@ -81,12 +145,17 @@ def running_sandbox(
     directory: pathlib.Path | None = None,
     *,
     extra_args: tuple[str, ...] = (),
-    timeout: float = 20.0,
+    timeout: float | None = None,
+    control_plane: str = "builtin",
 ) -> Iterator[RunningSandbox]:
     """Run ``python -m modes sandbox up`` until the block ends; the process never outlives it.
 
     Failing to start raises :class:`SandboxStartError` with the subprocess's stderr.
+    ``control_plane="real"`` needs the binary of ``python3 build.py --control-plane`` and root.
     """
+    real = control_plane == "real"
+    if timeout is None:
+        timeout = 120.0 if real else 20.0
     with contextlib.ExitStack() as stack:
         if directory is None:
             directory = pathlib.Path(
@@ -96,8 +165,20 @@ def running_sandbox(
         # Sandboxes running at once (one per test module) must not share loopback addresses:
         # each claims its own /16 for Services and pods for as long as it runs.
         block = stack.enter_context(_claim_block())
-        ranges = ("--service-cidr", f"127.{block}.0.0/17", "--pod-cidr", f"127.{block}.128.0/17")
-        stderr = stack.enter_context(tempfile.TemporaryFile(mode="w+", prefix="sandbox-stderr-"))
+        ranges: tuple[str, ...] = (
+            "--service-cidr", f"127.{block}.0.0/17", "--pod-cidr", f"127.{block}.128.0/17")
+        if real:  # its pods live in a network namespace of their own
+            ranges = ("--control-plane", "real")
+        keep = os.environ.get("KUBETUNNEL_SANDBOX_LOGS")  # a directory: keep every log there
+        stderr: IO[str]
+        if keep:
+            pathlib.Path(keep).mkdir(parents=True, exist_ok=True)
+            stderr = stack.enter_context(tempfile.NamedTemporaryFile(
+                mode="w+", prefix=f"sandbox-{control_plane}-", suffix=".log", dir=keep,
+                delete=False))
+        else:
+            stderr = stack.enter_context(tempfile.TemporaryFile(mode="w+",
+                                                                prefix="sandbox-stderr-"))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             [
@@ -133,12 +214,13 @@ def running_sandbox(
             fields = dict(part.split("=", 1) for part in line[len(READY_PREFIX) :].split())
             config = yaml.safe_load(kubeconfig.read_text(encoding="utf-8"))
             token = config["users"][0]["user"]["token"]
-            yield RunningSandbox(fields["server"], kubeconfig, token, proc.pid)
+            netns = f"/run/netns/kubetunnel-{proc.pid}" if real else None
+            yield RunningSandbox(fields["server"], kubeconfig, token, proc.pid, netns)
         finally:
             if proc.poll() is None:
                 proc.terminate()
                 try:
-                    proc.wait(timeout=10)
+                    proc.wait(timeout=30 if real else 10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)

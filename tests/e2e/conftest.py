@@ -23,15 +23,19 @@ from typing import Any
 
 import pytest
 
-from modes.sandbox.testing import RunningSandbox, running_sandbox
+from modes.sandbox.testing import CONTROL_PLANES, RunningSandbox, cluster_get, running_sandbox
 
 HERE = Path(__file__).parent
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    with running_sandbox(tmp_path_factory.mktemp("e2e-sandbox")) as running:
+@pytest.fixture(scope="module", params=CONTROL_PLANES)
+def sandbox(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """Each module's flows run on both control planes: the builtin API server and Kubernetes'
+    own (``--control-plane real``, built by ``python3 build.py --control-plane``)."""
+    with running_sandbox(tmp_path_factory.mktemp("e2e-sandbox"),
+                         control_plane=request.param) as running:
         env = {**os.environ, "KUBECONFIG": str(running.kubeconfig)}
         installed = subprocess.run(
             [sys.executable, "-m", "modes", "cli", "install", "--timeout", "60"],
@@ -91,8 +95,8 @@ def deploy_echo(kubectl: Run, namespace: str, name: str, replicas: int = 2) -> s
     return ip.stdout.strip()
 
 
-def ask(address: str, port: int = 80, timeout: float = 1.0) -> str:
-    """One GET, as a pod in the cluster would send it; the answer or ``error:<kind>``."""
+def ask_here(address: str, port: int = 80, timeout: float = 1.0) -> str:
+    """One GET to an address of this machine; the answer or ``error:<kind>``."""
     try:
         with urllib.request.urlopen(f"http://{address}:{port}/", timeout=timeout) as response:
             return str(response.read().decode())
@@ -100,13 +104,32 @@ def ask(address: str, port: int = 80, timeout: float = 1.0) -> str:
         return f"error:{type(exc).__name__}"
 
 
+Ask = Callable[..., str]
+
+
+@pytest.fixture
+def ask(sandbox: RunningSandbox) -> Ask:
+    """One GET to a ClusterIP or pod address, sent from inside the cluster's network as a pod
+    would send it (the real control plane's pods live in a network namespace)."""
+    def ask_in(address: str, port: int = 80, timeout: float = 1.0) -> str:
+        try:
+            status, body = cluster_get(sandbox, address, port, timeout=timeout)
+        except (OSError, ValueError) as exc:
+            return f"error:{type(exc).__name__}"
+        return body if status == 200 else f"error:HTTP{status}"
+
+    return ask_in
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> float:
-    """Seconds until ``predicate()`` is truthy; fails the test with ``what`` after ``timeout``."""
+             interval: float = 0.05, details: Callable[[], str] | None = None) -> float:
+    """Seconds until ``predicate()`` is truthy; fails the test with ``what`` after ``timeout``
+    (and ``details()``, such as a process's output, to say why)."""
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
-            pytest.fail(f"{what} did not happen within {timeout}s")
+            more = f"\n{details()[-3000:]}" if details is not None else ""
+            pytest.fail(f"{what} did not happen within {timeout}s{more}")
         time.sleep(interval)
     return time.monotonic() - start
 
@@ -126,7 +149,7 @@ class LocalServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "local_server.py"), str(self.port), self.name])
-        wait_for(lambda: ask("127.0.0.1", self.port) == f"local:{self.name}", 10,
+        wait_for(lambda: ask_here("127.0.0.1", self.port) == f"local:{self.name}", 10,
                  "the local server to answer")
 
     def stop(self) -> None:
@@ -161,7 +184,7 @@ class Connect:
 
     def wait_line(self, text: str, timeout: float = 30) -> None:
         wait_for(lambda: text in self.output() or self.process.poll() is not None, timeout,
-                 f"connect printing {text!r}")
+                 f"connect printing {text!r}", details=self.output)
         assert text in self.output(), self.output()
 
     def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 30) -> int:

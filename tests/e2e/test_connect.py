@@ -10,21 +10,24 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    Ask,
     Connect,
     LocalServer,
     Run,
-    ask,
     deploy_echo,
     selector,
     tunnel_objects,
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+# The first test of each control plane also starts its sandbox and operator (the real one
+# starts etcd and three Kubernetes components): the timeout only bounds a hang.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def test_intercept_failback_return_and_ctrl_c(
     kubectl: Run, namespace: str, connect: Callable[..., Connect],
+    ask: Ask,
     local_server: Callable[[str], LocalServer], tmp_path: Path,
 ) -> None:
     ip = deploy_echo(kubectl, namespace, "orders")
@@ -60,6 +63,7 @@ def test_intercept_failback_return_and_ctrl_c(
 
 def test_sigterm_cleans_up_like_ctrl_c(
     kubectl: Run, namespace: str, connect: Callable[..., Connect],
+    ask: Ask,
     local_server: Callable[[str], LocalServer],
 ) -> None:
     ip = deploy_echo(kubectl, namespace, "cart", replicas=1)
@@ -75,6 +79,7 @@ def test_sigterm_cleans_up_like_ctrl_c(
 
 def test_killed_cli_fails_back_then_lease_cleans_up(
     kubectl: Run, namespace: str, connect: Callable[..., Connect],
+    ask: Ask,
     local_server: Callable[[str], LocalServer],
 ) -> None:
     ip = deploy_echo(kubectl, namespace, "orders", replicas=1)
@@ -97,6 +102,7 @@ def test_killed_cli_fails_back_then_lease_cleans_up(
 
 def test_two_services_connected_at_once(
     kubectl: Run, namespace: str, connect: Callable[..., Connect],
+    ask: Ask,
     local_server: Callable[[str], LocalServer],
 ) -> None:
     ips = {name: deploy_echo(kubectl, namespace, name, replicas=1)
@@ -108,7 +114,10 @@ def test_two_services_connected_at_once(
                                  "--no-forward")
     for name, session in sessions.items():
         session.wait_line("traffic switched")
-        assert wait_for(lambda n=name: ask(ips[n]) == f"local:{n}", 2, f"{name} intercepted")
+        def answered(n: str = name) -> bool:
+            return ask(ips[n]) == f"local:{n}"
+
+        assert wait_for(answered, 2, f"{name} intercepted")
     for session in sessions.values():
         assert session.stop(signal.SIGINT) == 0, session.output()
     assert ask(ips["orders"]).startswith("orders-")

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Connect, LocalServer, Run, ask, deploy_echo, wait_for
+from tests.e2e.conftest import Connect, LocalServer, Run, ask_here, deploy_echo, wait_for
 
-pytestmark = pytest.mark.e2e
+# The first test of each control plane also starts its sandbox and operator (the real one
+# starts etcd and three Kubernetes components): the timeout only bounds a hang.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def resolve(hosts: Path, name: str) -> str | None:
@@ -50,10 +52,10 @@ def test_connect_forwards_other_services_through_the_tunnel(
     assert address is not None, hosts.read_text()
     assert resolve(hosts, "payments") == address
     assert resolve(hosts, "orders") is None  # its own Service would loop back to itself
-    first = ask(address)
+    first = ask_here(address)
     assert first.startswith("payments-"), first
     replace_pods(kubectl, namespace, "payments")
-    wait_for(lambda: ask(address).startswith("payments-") and ask(address) != first, 10,
+    wait_for(lambda: ask_here(address).startswith("payments-") and ask_here(address) != first, 10,
              "the replacement pod answering through the forward")
     assert session.stop(signal.SIGINT) == 0, session.output()
     assert resolve(hosts, "payments") is None
@@ -76,11 +78,11 @@ def test_forward_alone_uses_port_forward_and_survives_pod_replacement(
         wait_for(lambda: resolve(hosts, "payments") is not None, 15, "hosts entries")
         address = resolve(hosts, f"payments.{namespace}")
         assert address is not None
-        first = ask(address, timeout=3)
+        first = ask_here(address, timeout=3)
         assert first.startswith("payments-"), (first, log.read_text())
         replace_pods(kubectl, namespace, "payments")
-        wait_for(lambda: ask(address, timeout=3) not in (first, "") and
-                 ask(address, timeout=3).startswith("payments-"), 10,
+        wait_for(lambda: ask_here(address, timeout=3) not in (first, "") and
+                 ask_here(address, timeout=3).startswith("payments-"), 10,
                  "the replacement pod answering through port-forward")
     finally:
         process.send_signal(signal.SIGINT)

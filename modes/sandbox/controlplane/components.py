@@ -29,11 +29,21 @@ log = get_logger(__name__)
 STOP_GRACE = 5.0
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free right now (all held open together while choosing, so that
+    the kernel cannot hand the same one out twice). Another process may still take one before
+    the component binds it: a start that fails with EADDRINUSE is retried with new ports."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1, host)[0]
 
 
 def client_kubeconfig(path: Path, server: str, ca: Path, pair: Pair) -> Path:
@@ -52,6 +62,10 @@ def client_kubeconfig(path: Path, server: str, ca: Path, pair: Pair) -> Path:
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     return path
+
+
+class PortTaken(Exception):
+    """A component could not bind a port picked for it; start again with other ports."""
 
 
 @dataclasses.dataclass
@@ -73,6 +87,10 @@ class Component:
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.returncode
+
+    def port_taken(self) -> bool:
+        """Whether it exited because a port it was given was taken meanwhile."""
+        return "address already in use" in self.tail(20)
 
     def tail(self, lines: int = 5) -> str:
         try:
@@ -117,7 +135,7 @@ class Layout:
 
 
 def etcd(layout: Layout) -> tuple[Component, str]:
-    client, peer = free_port(), free_port()
+    client, peer = free_ports(2)
     client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
     argv = [
         str(layout.binary), "etcd",
@@ -208,6 +226,8 @@ async def wait_for(what: str, probe: Callable[[], Awaitable[bool]],
         for component in components:
             code = component.exited()
             if code is not None:
+                if component.port_taken():
+                    raise PortTaken(component.name)
                 raise KubetunnelError(
                     f"{component.name} exited with code {code} while waiting for {what}: "
                     f"{component.tail()} (log: {component.log_path})")

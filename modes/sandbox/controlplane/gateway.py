@@ -36,9 +36,15 @@ class Gateway:
                  target=f"{self.target[0]}:{self.target[1]}")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+        # The relay is a task of its own, cancelled on stop; this callback's task is never
+        # cancelled, since Python 3.11's start_server logs a cancelled callback as an error.
+        relay = asyncio.create_task(self._relay(reader, writer))
+        self._connections.add(relay)
+        relay.add_done_callback(self._connections.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -51,12 +57,10 @@ class Gateway:
                 await close(up_writer)
         finally:
             await close(writer)
-            self._connections.discard(task)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*self._connections, return_exceptions=True)

@@ -42,6 +42,11 @@ def kubelet_app(store: NodeStore, agent: NodeAgent) -> web.Application:
 
     async def port_forward(request: web.Request) -> web.StreamResponse:
         info = request.match_info
+        # kube-apiserver hands the kubelet each port as its own ``port`` parameter (the
+        # client's ``ports`` list, split); the node handlers read the API's ``ports`` form.
+        ports = request.query.getall("port", [])
+        if ports and "ports" not in request.query:
+            request = request.clone(rel_url=request.rel_url.update_query(ports=",".join(ports)))
         return await handlers.portforward(request, info["namespace"], info["name"])
 
     routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from kubetunnel.errors import KubetunnelError
 from kubetunnel.logging import get_logger
 from modes.sandbox.controlplane import components, pki
 from modes.sandbox.controlplane.binary import locate
@@ -48,6 +49,7 @@ POD_CIDR = "198.18.0.0/16"
 SERVICE_CIDR = "198.19.0.0/16"
 NODE_NAME = "sandbox"
 START_TIMEOUT = 120.0
+PORT_ATTEMPTS = 3
 
 
 @dataclasses.dataclass
@@ -79,6 +81,19 @@ async def start_real(*, host: str, port: int,
                      kubetunnel_images: tuple[str, ...] = DEFAULT_KUBETUNNEL_IMAGES,
                      progress: Callable[[str], None] = lambda _: None) -> RealCluster:
     binary = locate()
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return await _attempt(binary, host, port, kubetunnel_images, progress)
+        except components.PortTaken as exc:
+            if port or attempt == PORT_ATTEMPTS:
+                raise KubetunnelError(f"{exc}: a port it was given is in use") from None
+            progress(f"{exc}: a port was taken meanwhile, starting again with others")
+    raise AssertionError("unreachable")
+
+
+async def _attempt(binary: pathlib.Path, host: str, port: int,
+                   kubetunnel_images: tuple[str, ...],
+                   progress: Callable[[str], None]) -> RealCluster:
     state = pathlib.Path(await asyncio.to_thread(
         tempfile.mkdtemp, prefix="kubetunnel-controlplane-"))
     pod_net = ipaddress.ip_network(POD_CIDR)

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubetunnel.logging import get_logger
-from modes.sandbox.node.environment import ConfigError
 from modes.sandbox.node.images import UNRUNNABLE_REASON, ImagePolicy, Unrunnable
 from modes.sandbox.node.logbuffer import ContainerLog
 from modes.sandbox.node.probes import Prober
@@ -123,7 +122,10 @@ class ContainerWorker:
                 return
             try:
                 env = await self.env_for(self.spec)
-            except ConfigError as exc:
+            # Not only a missing key: an API read that failed or was refused (the Node
+            # authorizer learns of a new pod's Secrets a moment after it is bound) is a
+            # CreateContainerConfigError too, retried as the kubelet retries it.
+            except Exception as exc:
                 self._set(
                     state={"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
                 )

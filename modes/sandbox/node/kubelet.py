@@ -30,6 +30,8 @@ Obj = dict[str, Any]
 log = get_logger(__name__)
 # What a kubelet asks for a projected ServiceAccount token (kube-apiserver may extend it).
 TOKEN_SECONDS = 3607
+STATUS_RETRY_SECONDS = 0.5
+START_RETRY_SECONDS = 0.5
 
 
 @dataclasses.dataclass
@@ -120,11 +122,23 @@ class PodWorker:
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         spec = self.pod.get("spec", {})
         account = spec.get("serviceAccountName") or "default"
-        mount = spec.get("automountServiceAccountToken")
-        if mount is None:
-            sa = await self.store.get(SERVICEACCOUNTS, self.namespace, account)
-            mount = (sa or {}).get("automountServiceAccountToken")
-        if mount is False or self.config.api is None:
+        if self.config.api is None:
+            return None
+        if self.config.api.bound_token is not None:
+            # A real API server's ServiceAccount admission has already decided: the pod has a
+            # projected token volume exactly when a token is to be mounted (a kubelet never
+            # reads the ServiceAccount, and the Node authorizer would not let it).
+            mount: bool | None = any(
+                "serviceAccountToken" in source
+                for volume in spec.get("volumes") or []
+                for source in (volume.get("projected") or {}).get("sources") or []
+            )
+        else:
+            mount = spec.get("automountServiceAccountToken")
+            if mount is None:
+                sa = await self.store.get(SERVICEACCOUNTS, self.namespace, account)
+                mount = (sa or {}).get("automountServiceAccountToken")
+        if mount is False:
             return None
         api, path = self.config.api, workdir / "kubeconfig"
         if api.bound_token is None:
@@ -176,7 +190,8 @@ class PodWorker:
             "podIP": self.pod_ip,
             "podIPs": [{"ip": self.pod_ip}],
             "startTime": self.started_at,
-            "qosClass": "BestEffort",
+            # The API server computes the class at creation and refuses to see it changed.
+            "qosClass": (self.pod.get("status") or {}).get("qosClass") or "BestEffort",
             "containerStatuses": containers,
         }
         if init:
@@ -191,7 +206,14 @@ class PodWorker:
             status = self.status()
             if status == written:
                 continue
-            result = await self.store.update_status(PODS, self.namespace, self.name, status)
+            try:
+                result = await self.store.update_status(PODS, self.namespace, self.name, status)
+            except Exception as exc:  # a refused or failed write: log it, try again soon
+                log.warning("pod.status_failed", namespace=self.namespace, pod=self.name,
+                            error=str(exc))
+                await asyncio.sleep(STATUS_RETRY_SECONDS)
+                self._dirty.set()
+                continue
             if result is None:
                 return
             written = status
@@ -243,6 +265,7 @@ class Kubelet:
         self.pods: dict[str, PodWorker] = {}  # by uid
         self._finishing: set[asyncio.Task[None]] = set()
         self._finishing_uids: set[str] = set()
+        self._retries: dict[str, asyncio.Task[None]] = {}  # pods whose start is tried again
 
     def find(self, namespace: str, name: str) -> PodWorker | None:
         for worker in self.pods.values():
@@ -257,6 +280,9 @@ class Kubelet:
             or f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
         )
         worker = self.pods.get(uid)
+        retry = self._retries.pop(uid, None)
+        if retry is not None:  # this newer event supersedes the pending retry
+            retry.cancel()
         if kind == "DELETED":
             if worker is not None:
                 self._finish(worker, _grace_of(pod), gone=True)
@@ -272,11 +298,28 @@ class Kubelet:
                 await self.store.bind(namespace, name, self.config.node_name)
                 pod.setdefault("spec", {})["nodeName"] = self.config.node_name
             worker = self.pods[uid] = PodWorker(pod, self.store, self.config)
-            await worker.start()
+            try:
+                await worker.start()
+            except Exception as exc:
+                # As the kubelet's pod workers: a sync that fails (an API read refused while
+                # the Node authorizer has not yet seen the pod bound here) is tried again.
+                log.info("pod.start_failed", namespace=namespace, pod=name, error=str(exc))
+                await worker.terminate(0, gone=True)
+                self.pods.pop(uid, None)
+                self._retry_later(uid, pod)
             return
         worker.update(pod)
         if pod["metadata"].get("deletionTimestamp"):
             self._finish(worker, _grace_of(pod), gone=False)
+
+    def _retry_later(self, uid: str, pod: Obj) -> None:
+        async def retry() -> None:
+            await asyncio.sleep(START_RETRY_SECONDS)
+            self._retries.pop(uid, None)
+            await self.handle("MODIFIED", pod)
+
+        task = asyncio.create_task(retry(), name=f"pod-retry-{uid}")
+        self._retries[uid] = task
 
     def _finish(self, worker: PodWorker, grace: float, *, gone: bool) -> None:
         # Marked now, not when the task first runs: a DELETED event right behind the
@@ -299,6 +342,9 @@ class Kubelet:
 
     async def shutdown(self) -> None:
         """Terminate every pod, each with at most ``shutdown_grace``; no process survives."""
+        for retry in self._retries.values():
+            retry.cancel()
+        self._retries.clear()
         for task in list(self._finishing):
             task.cancel()
         await asyncio.gather(*self._finishing, return_exceptions=True)
