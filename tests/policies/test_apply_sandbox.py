@@ -17,14 +17,17 @@ from kubetunnel.plugins import PolicyRequest
 from kubetunnel.policies import EGRESS_POLICY_NAME, INGRESS_POLICY_NAME
 from kubetunnel.policies.networkpolicy import NetworkPolicyRenderer
 from modes.main import main
-from modes.sandbox.testing import RunningSandbox, running_sandbox
+from modes.sandbox.testing import CONTROL_PLANES, RunningSandbox, running_sandbox
 
-pytestmark = pytest.mark.e2e
+# The first test also starts the sandbox (the real control plane takes a while).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    with running_sandbox(tmp_path_factory.mktemp("policy-sandbox")) as running:
+@pytest.fixture(scope="module", params=CONTROL_PLANES)
+def sandbox(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    with running_sandbox(tmp_path_factory.mktemp("policy-sandbox"),
+                         control_plane=request.param) as running:
         api = config.new_client_from_config(config_file=str(running.kubeconfig))
         try:
             core = client.CoreV1Api(api)
