@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end benchmark of issue 7 on the sandbox: intercept time, failback time, throughput.
 
-    python bench/e2e.py [--trials 10] [--requests 400]
+    python bench/e2e.py [--trials 10] [--requests 400] [--control-plane builtin|real]
 
 - intercept: from starting `kubetunnel cli connect` to the first request to the Service's
   ClusterIP answered by the local process (target < 3 s);
@@ -26,12 +26,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modes.sandbox.testing import running_sandbox  # noqa: E402
+from modes.sandbox.testing import RunningSandbox, cluster_get, running_sandbox  # noqa: E402
 
 SERVER = ROOT / "tests" / "e2e" / "local_server.py"
 
@@ -40,6 +41,14 @@ def ask(address: str, port: int = 80) -> str:
     try:
         with urllib.request.urlopen(f"http://{address}:{port}/", timeout=1) as response:
             return str(response.read().decode())
+    except OSError as exc:
+        return f"error:{type(exc).__name__}"
+
+
+def ask_cluster(sandbox: RunningSandbox, address: str, port: int = 80) -> str:
+    """As a pod would ask: from inside the cluster's network (a namespace on the real one)."""
+    try:
+        return cluster_get(sandbox, address, port, timeout=1)[1]
     except OSError as exc:
         return f"error:{type(exc).__name__}"
 
@@ -71,10 +80,10 @@ def start_local(port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def rps(address: str, port: int, count: int) -> float:
+def rps(get: Callable[[], str], count: int) -> float:
     start = time.monotonic()
     for _ in range(count):
-        assert ask(address, port) == "local:bench"
+        assert get() == "local:bench"
     return count / (time.monotonic() - start)
 
 
@@ -82,8 +91,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--control-plane", choices=("builtin", "real"), default="builtin",
+                        help="the sandbox's API server, or Kubernetes' own (needs root and "
+                        "python3 build.py --control-plane)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, running_sandbox(Path(tmp)) as sandbox:
+    with tempfile.TemporaryDirectory() as tmp, running_sandbox(
+            Path(tmp), control_plane=args.control_plane) as sandbox:
         env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig)}
         subprocess.run([sys.executable, "-m", "modes", "cli", "install"], env=env, check=True,
                        capture_output=True)
@@ -110,19 +123,19 @@ def main() -> None:
             [sys.executable, "-m", "modes", "cli", "connect", "orders", "-p", f"{port}:80",
              "--no-forward"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_until(lambda: ask(ip) == "local:bench", 30)
+            wait_until(lambda: ask_cluster(sandbox, ip) == "local:bench", 30)
             intercept = time.monotonic() - started
             failbacks = []
             for _ in range(args.trials):
                 local.kill()
                 local.wait()
                 killed = time.monotonic()
-                wait_until(lambda: ask(ip).startswith("orders-"), 10)
+                wait_until(lambda: ask_cluster(sandbox, ip).startswith("orders-"), 10)
                 failbacks.append(time.monotonic() - killed)
                 local = start_local(port)
-                wait_until(lambda: ask(ip) == "local:bench", 10)
-            through = rps(ip, 80, args.requests)
-            bypass = rps("127.0.0.1", port, args.requests)
+                wait_until(lambda: ask_cluster(sandbox, ip) == "local:bench", 10)
+            through = rps(lambda: ask_cluster(sandbox, ip), args.requests)
+            bypass = rps(lambda: ask("127.0.0.1", port), args.requests)
         finally:
             connect.send_signal(signal.SIGINT)
             connect.wait(30)

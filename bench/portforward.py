@@ -88,6 +88,7 @@ class Result(NamedTuple):
     ratio: float  # median of per-round ours/official throughput
     cpu_ratio: float  # median of per-round official/ours client CPU per byte
     loop: str
+    control_plane: str = "builtin"
 
     def median(self, client: str, field: str) -> float:
         return statistics.median(getattr(run, field) for run in self.runs[client])
@@ -211,12 +212,12 @@ async def bench_ours(path: ForwardPath, mib: int) -> float:
         await transport.aclose()
 
 
-def measure(mib: int, rounds: int) -> Result:
+def measure(mib: int, rounds: int, control_plane: str = "builtin") -> Result:
     """Official, bare aiohttp and our transport over one sandbox pod, ``rounds`` turns each."""
     configure("warning")
     loop = install_event_loop("auto")
     runs: dict[str, list[Run]] = {"official": [], "aiohttp": [], "ours": []}
-    with running_sandbox() as sandbox, echo_server() as port:
+    with running_sandbox(control_plane=control_plane) as sandbox, echo_server() as port:
         path = ForwardPath(sandbox.kubeconfig, port)
         with client.ApiClient(_access(path).configuration) as api:
             core = client.CoreV1Api(api)
@@ -233,7 +234,8 @@ def measure(mib: int, rounds: int) -> Result:
                     runs[name].append(_timed(sandbox.pid, lambda w=work: w(mib)))  # type: ignore[misc]
     pairs = list(zip(runs["ours"], runs["official"], strict=True))
     return Result(runs, statistics.median(o.rate / b.rate for o, b in pairs),
-                  statistics.median(b.client_cpu / o.client_cpu for o, b in pairs), loop)
+                  statistics.median(b.client_cpu / o.client_cpu for o, b in pairs), loop,
+                  control_plane)
 
 
 def table(result: Result) -> str:
@@ -251,7 +253,8 @@ def table(result: Result) -> str:
 
 
 def describe(result: Result, mib: int, rounds: int) -> str:
-    return (f"port-forward through a sandbox pod: {mib} MiB each way at once, {rounds} rounds, "
+    return (f"port-forward through a sandbox pod ({result.control_plane} control plane): "
+            f"{mib} MiB each way at once, {rounds} rounds, "
             f"{result.loop} loop in the clients\n{table(result)}\n"
             f"ours / official: throughput {result.ratio:.2f}x (target >= 3x); client CPU per "
             f"byte {result.cpu_ratio:.2f}x less. 'server busy' near 100% means the sandbox's "
@@ -262,8 +265,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=50, help="MiB each way per run (default 50)")
     parser.add_argument("--rounds", type=int, default=3, help="turns per client (default 3)")
+    parser.add_argument("--control-plane", choices=("builtin", "real"), default="builtin",
+                        help="the sandbox's API server, or Kubernetes' own (needs root and "
+                        "python3 build.py --control-plane)")
     args = parser.parse_args()
-    result = measure(args.mib, args.rounds)
+    result = measure(args.mib, args.rounds, args.control_plane)
     print(describe(result, args.mib, args.rounds))
     print(f"RESULT portforward_vs_official={result.ratio:.2f} "
           f"portforward_cpu_vs_official={result.cpu_ratio:.2f}")

@@ -6,6 +6,7 @@ and the test's event loop (and its blocking-call guard) stays out of the server'
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import http.client
@@ -16,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from typing import IO, NamedTuple
@@ -48,36 +48,35 @@ def cluster_socket(sandbox: RunningSandbox, host: str, port: int,
     """A TCP connection to a pod or ClusterIP address, made from inside the cluster's network.
 
     For the builtin control plane that is this machine's loopback; for the real one the socket
-    is created inside the sandbox's network namespace (on a thread that joins it), so that a
-    test never sends a packet for a pod address out of this machine's own network.
+    is created inside the sandbox's network namespace (on a thread that has joined it), so that
+    a test never sends a packet for a pod address out of this machine's own network.
     """
     def make() -> socket.socket:
         return socket.create_connection((host, port), timeout=timeout)
 
     if sandbox.netns is None:
         return make()
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
+    return _namespace_thread(sandbox.netns).submit(make).result()
 
-    def inside() -> None:
+
+_threads: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _namespace_thread(netns: str) -> concurrent.futures.ThreadPoolExecutor:
+    """One thread per namespace that joined it for good (setns affects the calling thread)."""
+    def join() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(netns, os.O_RDONLY)
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(str(sandbox.netns), os.O_RDONLY)
-            try:
-                if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-                    raise OSError(ctypes.get_errno(), f"cannot join {sandbox.netns}")
-            finally:
-                os.close(fd)
-            made.append(make())
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), f"cannot join {netns}")
+        finally:
+            os.close(fd)
 
-    thread = threading.Thread(target=inside, name="cluster-socket")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    if netns not in _threads:
+        _threads[netns] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="cluster-socket", initializer=join)
+    return _threads[netns]
 
 
 def cluster_get(sandbox: RunningSandbox, host: str, port: int = 80, path: str = "/",
@@ -217,6 +216,9 @@ def running_sandbox(
             netns = f"/run/netns/kubetunnel-{proc.pid}" if real else None
             yield RunningSandbox(fields["server"], kubeconfig, token, proc.pid, netns)
         finally:
+            thread = _threads.pop(f"/run/netns/kubetunnel-{proc.pid}", None)
+            if thread is not None:
+                thread.shutdown(wait=True)
             if proc.poll() is None:
                 proc.terminate()
                 try:

@@ -164,7 +164,8 @@ class ContainerWorker:
     async def _run_once(self, argv: list[str], env: dict[str, str]) -> Exit:
         self.previous_log, self.log = self.log, ContainerLog()
         process = ContainerProcess(
-            argv, env, self.log, self.cwd, name=f"{self.pod_label}/{self.name}"
+            argv, env, self.log, self.cwd, name=f"{self.pod_label}/{self.name}",
+            host_network=bool(self.pod.get("spec", {}).get("hostNetwork")),
         )
         self._runs += 1
         self._process = process

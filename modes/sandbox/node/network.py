@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
+import ipaddress
 import os
 import socket
 from typing import Any, Protocol
@@ -108,6 +109,10 @@ class NamespaceNetwork:
             sock.setblocking(False)
             return sock
 
+        if ipaddress.ip_address(host).is_loopback:
+            # The pod network has no loopback of its own worth reaching: 127.x is this
+            # machine, where hostNetwork pods live (their podIP is the node's address).
+            return await asyncio.open_connection(host, port, **kwargs)
         sock = await self._in_namespace(make)
         try:
             await asyncio.get_running_loop().sock_connect(sock, (host, port))

@@ -88,7 +88,9 @@ class ContainerProcess:
         output: ContainerLog,
         cwd: str | None = None,
         name: str = "",
+        host_network: bool = False,
     ) -> None:
+        self.host_network = host_network  # hostNetwork pods stay in this machine's network
         self.argv = argv
         self.env = env
         self.output = output
@@ -111,7 +113,7 @@ class ContainerProcess:
     async def start(self) -> None:
         """Start the process; raises OSError when it cannot be executed."""
         self._proc = await asyncio.create_subprocess_exec(
-            *guarded(self.argv, network.active().netns),
+            *guarded(self.argv, None if self.host_network else network.active().netns),
             env=self.env,
             cwd=self.cwd,
             stdin=asyncio.subprocess.DEVNULL,
