@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from kubetunnel.console import PluginChoice, common_options, event_loop_option, run_async
+from kubetunnel.console import PluginChoice, cli_options, event_loop_option, run_async
 from kubetunnel.errors import AlreadyExists, KubetunnelError, NotFound, UsageError
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
@@ -79,13 +79,14 @@ class Settings:
               help="Wait for the local process instead of failing when it is not up.")
 @click.option("--lease-ttl", type=click.IntRange(5, 3600), default=60, show_default=True,
               help="Seconds after which the operator cleans up if this CLI dies.")
-@click.option("--operator-namespace", default="kubetunnel", show_default=True)
+@click.option("--operator-namespace", default="kubetunnel", show_default=True,
+              help="Namespace the operator was installed in (cli install -n).")
 @click.option("--timeout", "pod_timeout", type=click.FloatRange(min=1), default=120,
               show_default=True, help="Seconds to wait for the tunnel pod.")
 @event_loop_option
 @store_option
 @kube_options
-@common_options
+@cli_options
 def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], local_host: str,
             transport: str, address: str | None, tls_ca: str | None, forward: bool,
             hosts_file: str | None, no_hosts: bool, wait_local: bool, lease_ttl: int,

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from kubetunnel.console import common_options, event_loop_option, run_async
+from kubetunnel.console import cli_options, event_loop_option, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import TransportSettings, TunnelTarget
@@ -92,7 +92,7 @@ class Forwarder:
                        for f in self.forwarded]
             stale = await asyncio.to_thread(self.hosts.write, entries)
             if stale:
-                log.info("hosts.repaired", stale_sessions=stale)
+                log.warning("hosts.repaired", stale_sessions=stale)
         return self.forwarded
 
     async def _listen(self, entry: Forwarded) -> None:
@@ -187,7 +187,7 @@ def hosts_for(hosts_file: str | None, no_hosts: bool, session: str) -> HostsFile
               help="Forward this namespace's Services too (repeatable; default: -n's).")
 @event_loop_option
 @kube_options
-@common_options
+@cli_options
 def forward(kube: KubeOptions, hosts_file: str | None, no_hosts: bool,
             namespaces: tuple[str, ...]) -> None:
     """Reach the cluster's Services from this machine by name, each on its own address."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from kubetunnel.console import common_options, run_async
+from kubetunnel.console import cli_options, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.records import check_dns_label
 from modes.cli import manifests
@@ -150,7 +150,7 @@ async def _pod_problem(client: Any, namespace: str) -> str:
 @click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True,
               help="Seconds to wait for the operator.")
 @kube_access_options
-@common_options
+@cli_options
 def install(kube: KubeOptions, operator_namespace: str, image: str | None, dry_run: bool,
             wait: bool, timeout: float) -> None:
     """Install (or update) the operator; a second run changes nothing and says so."""
@@ -189,7 +189,7 @@ async def install_operator(kube: KubeOptions, namespace: str, objects: list[dict
 @click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
               help="Seconds to wait for tunnels to end with --force.")
 @kube_access_options
-@common_options
+@cli_options
 def uninstall(kube: KubeOptions, operator_namespace: str, force: bool, timeout: float) -> None:
     """Remove everything install created; refuses while tunnels exist unless --force."""
     namespace = _checked_namespace(operator_namespace)
