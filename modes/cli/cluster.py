@@ -120,6 +120,21 @@ def agent_ports(pod: dict[str, Any], mappings: Sequence[PortMapping]) -> dict[in
     return result
 
 
+def refuse_shared_agent_ports(ports: dict[int | str, int],
+                              mappings: Sequence[PortMapping]) -> None:
+    """A named target port may resolve to the number another mapping uses: one agent port
+    cannot route to two local ports, so refuse rather than send traffic to the wrong one."""
+    local_of: dict[int, PortMapping] = {}
+    for mapping in mappings:
+        agent_port = ports[mapping.service_port]
+        first = local_of.setdefault(agent_port, mapping)
+        if first.local_port != mapping.local_port:
+            raise UsageError(
+                f"Service ports {first.service_port} and {mapping.service_port} both arrive on "
+                f"the tunnel pod's port {agent_port}; map them to the same local port"
+            )
+
+
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool | None:
     """Whether a label selector selects ``labels``; None when it uses expressions we skip."""
     if selector.get("matchExpressions"):

@@ -235,6 +235,7 @@ class Connection:
         from kubetunnel.tunnel.client import ClientOptions, Route, TunnelClient
 
         ports = cluster.agent_ports(pod, mappings)
+        cluster.refuse_shared_agent_ports(ports, mappings)
         routes = [Route(agent_port=ports[m.service_port], local_port=m.local_port,
                         local_host=self.s.local_host) for m in mappings]
         target = TunnelTarget(pod["metadata"]["namespace"], pod=pod["metadata"]["name"],
