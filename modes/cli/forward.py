@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import os
 import signal
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,11 @@ class Forwarder:
                 if (namespace, svc["metadata"]["name"]) in self.exclude:
                     continue
                 entry = Forwarded(
-                    namespace, svc["metadata"]["name"], spec.get("clusterIP", ""),
-                    next(addresses),
+                    namespace, svc["metadata"]["name"], spec.get("clusterIP", ""), "",
                     tuple((p["port"], p.get("targetPort", p["port"]), p.get("name"))
                           for p in spec["ports"] if p.get("protocol", "TCP") == "TCP"),
                 )
-                await self._listen(entry)
+                await self._listen(entry, addresses)
                 self.forwarded.append(entry)
         if self.hosts is not None:
             entries = [HostEntry(f.address, service_names(f.service, f.namespace))
@@ -95,25 +95,48 @@ class Forwarder:
                 log.warning("hosts.repaired", stale_sessions=stale)
         return self.forwarded
 
-    async def _listen(self, entry: Forwarded) -> None:
-        for port, target, name in entry.ports:
-            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                             port: int = port, target: int | str = target,
-                             name: str | None = name) -> None:
-                task = asyncio.current_task()
-                assert task is not None
-                self._connections.add(task)
-                try:
-                    await self._route(entry, port, target, name, reader, writer)
-                finally:
-                    self._connections.discard(task)
+    async def _listen(self, entry: Forwarded, addresses: Iterator[str]) -> None:
+        """Listen on every port of the entry at the first address where all of them are free.
+
+        The hosts file only tells which addresses this file's sessions use; a session with
+        another hosts file (or --no-hosts) may hold the next one, so a busy address is skipped.
+        """
+        for address in addresses:
+            servers: list[asyncio.Server] = []
             try:
-                server = await asyncio.start_server(handle, entry.address, port)
-            except PermissionError as exc:
-                raise KubetunnelError(
-                    f"cannot listen on {entry.address}:{port} for {entry.service}.{entry.namespace}"
-                    f": ports below 1024 need root ({exc.strerror})") from exc
-            self._servers.append(server)
+                for port, target, name in entry.ports:
+                    servers.append(await asyncio.start_server(
+                        self._handler(entry, port, target, name), address, port))
+            except OSError as exc:
+                for server in servers:
+                    server.close()
+                    await server.wait_closed()
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                where = f"{address}:{port} for {entry.service}.{entry.namespace}"
+                if isinstance(exc, PermissionError):
+                    raise KubetunnelError(f"cannot listen on {where}: ports below 1024 need "
+                                          f"root ({exc.strerror})") from exc
+                raise KubetunnelError(f"cannot listen on {where}: {exc.strerror}") from exc
+            entry.address = address
+            self._servers += servers
+            return
+        raise KubetunnelError(f"no free address left in {FORWARD_CIDR} for "
+                              f"{entry.service}.{entry.namespace}")
+
+    def _handler(self, entry: Forwarded, port: int, target: int | str,
+                 name: str | None) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                               Coroutine[Any, Any, None]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._connections.add(task)
+            try:
+                await self._route(entry, port, target, name, reader, writer)
+            finally:
+                self._connections.discard(task)
+
+        return handle
 
     async def _route(self, entry: Forwarded, port: int, target: int | str, name: str | None,
                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
