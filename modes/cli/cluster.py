@@ -13,6 +13,20 @@ TUNNEL_LABEL = "kubetunnel.dev/tunnel"
 OPERATOR_SERVICE = "kubetunnel-operator"
 
 
+async def require_namespace(client: Any, namespace: str) -> None:
+    """A missing namespace is a mistake of the user's: listing it just looks empty."""
+    from kubetunnel.kube import ApiError
+
+    try:
+        await client.get(f"/api/v1/namespaces/{namespace}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise UsageError(f"namespace {namespace} does not exist (kubectl get namespaces)"
+                             ) from None
+        if exc.status != 403:  # 403: not allowed to look, which says nothing about existence
+            raise
+
+
 async def get_service(client: Any, namespace: str, name: str) -> dict[str, Any]:
     from kubetunnel.kube import ApiError
 
@@ -21,6 +35,7 @@ async def get_service(client: Any, namespace: str, name: str) -> dict[str, Any]:
         service: dict[str, Any] = await client.get(path)
     except ApiError as exc:
         if exc.status == 404:
+            await require_namespace(client, namespace)
             raise UsageError(
                 f"Service {namespace}/{name} not found (kubectl -n {namespace} get services)"
             ) from None

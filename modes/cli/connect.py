@@ -138,6 +138,8 @@ class Connection:
         service = await cluster.get_service(client, ns, self.s.service)
         mappings = resolve_ports(service, self.s.ports)
         await cluster.require_operator(client, self.s.operator_namespace)
+        if not self.s.wait_local:
+            await self._require_local(mappings)
         record = await self._create_record(store, ns, mappings)
         self.progress.step(f"record {ns}/{record.name} written (client {self.s.identity})")
         renewer = asyncio.create_task(self._renew(store, record), name="connect:renew")
@@ -165,6 +167,23 @@ class Connection:
             if transport is not None:
                 await transport.aclose()
             await self._cleanup(client, store, record)
+
+    async def _require_local(self, mappings: Any) -> None:
+        """--no-wait-local: fail before the cluster is touched, not after a tunnel pod exists."""
+        down = []
+        for port in dict.fromkeys(m.local_port for m in mappings):
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.s.local_host, port), 5)
+            except (OSError, TimeoutError):
+                down.append(f"{self.s.local_host}:{port}")
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if down:
+            raise KubetunnelError(f"nothing answers on {', '.join(down)} (start your process "
+                                  "first, or drop --no-wait-local to wait for it)")
 
     async def _create_record(self, store: Store, ns: str, mappings: Any) -> TunnelRecord:
         record = TunnelRecord(
@@ -285,7 +304,8 @@ class Connection:
         announced_wait = False
         while tunnel.local_answering is not True and not self.stop.is_set():
             if not self.s.wait_local and tunnel.local_answering is False:
-                raise KubetunnelError(f"nothing answers on {local} (use --wait-local to wait)")
+                raise KubetunnelError(f"nothing answers on {local} (start your process "
+                                      "first, or drop --no-wait-local to wait for it)")
             if tunnel.local_answering is False and not announced_wait:
                 self.progress.note(f"waiting for your local process on {local} ...")
                 announced_wait = True

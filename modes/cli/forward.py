@@ -28,6 +28,7 @@ from kubetunnel.logging import get_logger
 from kubetunnel.plugins import TransportSettings, TunnelTarget
 from kubetunnel.records import check_dns_label
 from kubetunnel.splicing import splice
+from modes.cli.cluster import require_namespace
 from modes.cli.hosts import HostEntry, HostsFile, service_names
 from modes.cli.options import KubeOptions, kube_options
 
@@ -74,6 +75,8 @@ class Forwarder:
                      and not str(a).endswith((".0", ".255")))
         for namespace in self.namespaces:
             listing = await self.client.get(f"/api/v1/namespaces/{namespace}/services")
+            if not listing.get("items"):
+                await require_namespace(self.client, namespace)
             for svc in listing.get("items", []):
                 spec = svc.get("spec", {})
                 if spec.get("type") == "ExternalName" or not spec.get("ports"):
@@ -240,6 +243,11 @@ async def _forward(kube: KubeOptions, hosts_file: str | None, no_hosts: bool,
             forwarder = Forwarder(client, access, namespaces or (access.namespace,), hosts)
             try:
                 forwarded = await forwarder.start()
+                if not forwarded:
+                    listed = ", ".join(forwarder.namespaces)
+                    raise KubetunnelError(
+                        f"nothing to forward: no Service with a TCP port in namespace {listed} "
+                        f"(kubectl -n {forwarder.namespaces[0]} get services)")
                 click.echo(address_table(forwarded))
                 where = f" (names in {hosts.path})" if hosts else ""
                 click.echo(f"forwarding {len(forwarded)} Services{where}; Ctrl-C to stop",

@@ -201,6 +201,14 @@ async def _uninstall(kube: KubeOptions, namespace: str, force: bool, timeout: fl
 
     objects = manifests.customized(namespace)
     async with KubeClient(await kube.load()) as client:
+        present = await _present(client, objects)
+        elsewhere = await _installed_elsewhere(client, namespace, present)
+        if not present or elsewhere:
+            hint = (f" (it is installed in namespace {elsewhere}: kubetunnel cli uninstall -n "
+                    f"{elsewhere})" if elsewhere else "")
+            click.echo(f"KubeTunnel is not installed in namespace {namespace}{hint}; nothing to "
+                       "remove.")
+            return
         tunnels = await _tunnels(client)
         if tunnels and not force:
             listed = ", ".join(f"{t['metadata']['namespace']}/{t['metadata']['name']} "
@@ -218,17 +226,44 @@ async def _uninstall(kube: KubeOptions, namespace: str, force: bool, timeout: fl
                     f"(kubectl -n {namespace} get pods)"
                 )
             await asyncio.sleep(0.25)
-        for obj in reversed(objects):
-            meta = obj["metadata"]
-            path = await client.object_path(obj["apiVersion"], obj["kind"],
-                                            meta.get("namespace"), meta["name"])
+        for obj, path in reversed(present):
             try:
                 await client.delete(path)
                 click.echo(f"{manifests.describe(obj)} deleted")
             except ApiError as exc:
-                if exc.status != 404:
+                if exc.status != 404:  # gone meanwhile (the namespace took it along): fine
                     raise
-                click.echo(f"{manifests.describe(obj)} not found")
+
+
+async def _installed_elsewhere(client: Any, namespace: str,
+                               present: list[tuple[dict[str, Any], str]]) -> str | None:
+    """The namespace of another installation, when only the cluster-wide objects it shares with
+    one in ``namespace`` exist (the CRD, the ClusterRole): those are not ours to delete."""
+    if any(obj["kind"] == "Namespace" or obj["metadata"].get("namespace")
+           for obj, _ in present):
+        return None
+    binding = next((path for obj, path in present if obj["kind"] == "ClusterRoleBinding"), None)
+    if binding is None:
+        return None
+    subjects = (await client.get(binding)).get("subjects") or []
+    others = {s.get("namespace") for s in subjects if s.get("kind") == "ServiceAccount"}
+    others.discard(None)
+    if not others or namespace in others:
+        return None
+    return str(sorted(others)[0])
+
+
+async def _present(client: Any, objects: list[dict[str, Any]]
+                   ) -> list[tuple[dict[str, Any], str]]:
+    """The objects of an installation that exist, each with its path (all built-in kinds)."""
+    found = []
+    for obj in objects:
+        meta = obj["metadata"]
+        path = await client.object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"),
+                                        meta["name"])
+        if await client.get_or_none(path) is not None:
+            found.append((obj, path))
+    return found
 
 
 async def _tunnels(client: Any) -> list[dict[str, Any]]:
