@@ -250,8 +250,7 @@ async def _forward(kube: KubeOptions, hosts_file: str | None, no_hosts: bool,
                         f"(kubectl -n {forwarder.namespaces[0]} get services)")
                 click.echo(address_table(forwarded))
                 where = f" (names in {hosts.path})" if hosts else ""
-                click.echo(f"forwarding {len(forwarded)} Services{where}; Ctrl-C to stop",
-                           err=True)
+                click.echo(f"forwarding {len(forwarded)} Services{where}; Ctrl-C to stop")
                 await stop.wait()
             finally:
                 await forwarder.aclose()
