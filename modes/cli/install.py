@@ -127,6 +127,39 @@ async def wait_for_operator(
         await asyncio.sleep(0.25)
 
 
+async def wait_namespace_gone(
+    client: Any, namespace: str, timeout: float, progress: Progress
+) -> None:
+    """Until a Terminating namespace is gone, so install can create it again.
+
+    Objects cannot be created in a namespace that is being deleted; a real cluster takes from
+    seconds to forever (a finalizer nobody removes) to finish, so wait with a live line, and on
+    timeout name the finalizers that hold it.
+    """
+    path = f"/api/v1/namespaces/{namespace}"
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        current = await client.get_or_none(path)
+        if current is None or not current["metadata"].get("deletionTimestamp"):
+            if waited:
+                progress.step(f"namespace {namespace} finished terminating")
+            return
+        finalizers = [*current["metadata"].get("finalizers", []),
+                      *current.get("spec", {}).get("finalizers", [])]
+        held = f" (finalizers: {', '.join(finalizers)})" if finalizers else ""
+        if time.monotonic() > deadline:
+            progress.done()
+            raise KubetunnelError(
+                f"namespace {namespace} is still terminating after {timeout:.0f}s{held}; "
+                f"install again once 'kubectl get namespace {namespace}' says NotFound, or "
+                "install into another namespace with -n")
+        waited = True
+        progress.live(f"  namespace {namespace} is terminating; waiting until it is gone to "
+                      f"create it again{held} ({progress.elapsed():.0f}s)")
+        await asyncio.sleep(0.25)
+
+
 async def _pod_problem(client: Any, namespace: str) -> str:
     pods = await client.get(
         f"/api/v1/namespaces/{namespace}/pods",
@@ -148,7 +181,8 @@ async def _pod_problem(client: Any, namespace: str) -> str:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait for the operator to be Ready.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True,
-              help="Seconds to wait for the operator.")
+              help="Seconds to wait for the operator, and before that for a terminating "
+              "namespace to go.")
 @kube_access_options
 @cli_options
 def install(kube: KubeOptions, operator_namespace: str, image: str | None, dry_run: bool,
@@ -172,6 +206,7 @@ async def install_operator(kube: KubeOptions, namespace: str, objects: list[dict
         missing = await missing_permissions(client, objects, ("create", "patch"))
         if missing:
             raise KubetunnelError("cannot install: " + "; ".join(missing))
+        await wait_namespace_gone(client, namespace, timeout, progress)
         outcomes = await _apply_all(client, objects)
         for name, outcome in outcomes:
             click.echo(f"{name} {outcome}")
