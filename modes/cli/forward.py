@@ -136,6 +136,11 @@ class Forwarder:
             self._connections.add(task)
             try:
                 await self._route(entry, port, target, name, reader, writer)
+            except asyncio.CancelledError:
+                # Only aclose cancels a relay: shutdown, where ending it is the point. The task
+                # must still end normally: start_server's done-callback calls .exception() on
+                # it, which for a cancelled task raises and is logged as an error (3.11).
+                writer.transport.abort()
             finally:
                 self._connections.discard(task)
 
