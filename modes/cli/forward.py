@@ -88,6 +88,8 @@ class Forwarder:
                     tuple((p["port"], p.get("targetPort", p["port"]), p.get("name"))
                           for p in spec["ports"] if p.get("protocol", "TCP") == "TCP"),
                 )
+                if not entry.ports:
+                    continue  # UDP only: nothing to listen on
                 await self._listen(entry, addresses)
                 self.forwarded.append(entry)
         if self.hosts is not None:
