@@ -23,37 +23,58 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-def _set_logging(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+def _set_logging(ctx: click.Context, param: click.Parameter, value: Any, *,
+                 default_level: str) -> Any:
     # ctx.meta is shared by the whole context tree, so an option given on the root group holds
-    # for the subcommand too, and one given on the subcommand wins.
+    # for the subcommand too, and one given on the subcommand wins. The innermost command's
+    # default wins as well: its callbacks run last.
     if value is not None:
         ctx.meta[f"kubetunnel.{param.name}"] = value
-    # A group may lower the default (the workstation CLI shows progress, not info events).
-    default_level = ctx.meta.get("kubetunnel.default_log_level", "info")
+    ctx.meta["kubetunnel.default_log_level"] = default_level
     kt_logging.configure(
         ctx.meta.get("kubetunnel.log_level", default_level), ctx.meta.get("kubetunnel.log_format")
     )
     return value
 
 
+def log_options(default_level: str = "info") -> Callable[[F], F]:
+    """``--log-level`` and ``--log-format`` with the given default level, which the help states.
+
+    The workstation CLI prints its own progress, so its commands default to warning; the
+    long-running modes (agent, operator, sandbox) default to info.
+    """
+    callback = functools.partial(_set_logging, default_level=default_level)
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--log-format",
+            type=click.Choice(["console", "json"]),
+            default=None,
+            expose_value=False,
+            callback=callback,
+            help="Log output on stderr: console (default on a terminal) or json (otherwise).",
+        )(f)
+        return click.option(
+            "--log-level",
+            type=click.Choice(kt_logging.LEVELS, case_sensitive=False),
+            default=None,
+            expose_value=False,
+            callback=callback,
+            help=f"Minimum level of log events (default: {default_level}). debug also shows "
+            "tracebacks.",
+        )(f)
+
+    return decorate
+
+
 def common_options(f: F) -> F:
-    """``--log-level`` and ``--log-format``, accepted on the root group and on every command."""
-    f = click.option(
-        "--log-format",
-        type=click.Choice(["console", "json"]),
-        default=None,
-        expose_value=False,
-        callback=_set_logging,
-        help="Log output: console (default on a terminal) or json (default otherwise).",
-    )(f)
-    return click.option(
-        "--log-level",
-        type=click.Choice(kt_logging.LEVELS, case_sensitive=False),
-        default=None,
-        expose_value=False,
-        callback=_set_logging,
-        help="Minimum level of log events (default: info). debug also shows tracebacks.",
-    )(f)
+    """``--log-level`` (default info) and ``--log-format``, accepted on every command."""
+    return log_options()(f)
+
+
+def cli_options(f: F) -> F:
+    """``--log-level`` (default warning) and ``--log-format`` for the workstation commands."""
+    return log_options("warning")(f)
 
 
 def _set_event_loop(ctx: click.Context, param: click.Parameter, value: str) -> str:

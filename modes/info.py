@@ -14,7 +14,8 @@ from kubetunnel.registry import KINDS, get_registry, parse_kind
 
 
 @click.command()
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format.")
 @common_options
 def version(output: str) -> None:
     """Print the version of this build."""
@@ -33,7 +34,8 @@ def version(output: str) -> None:
 @click.option(
     "--kind", type=click.Choice(KINDS), default=None, help="Only plugins of this kind."
 )
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @common_options
 @click.pass_context
 @handles_errors

@@ -165,3 +165,65 @@ def test_event_loop_errors_are_one_line() -> None:
     assert result.stderr.strip().splitlines() == [
         "kubetunnel: error: Invalid value for '--event-loop': uvloop is not installed "
         "(use auto or asyncio) (see 'kubetunnel agent --help')"]
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = root
+    for name in path:
+        assert isinstance(command, click.Group)
+        sub = command.get_command(click.Context(command), name)
+        assert sub is not None, name
+        command = sub
+    return command
+
+
+@pytest.mark.parametrize("path", _walk(root), ids=lambda p: " ".join(p) or "kubetunnel")
+def test_every_option_has_help_text(path: tuple[str, ...]) -> None:
+    command = _command(path)
+    bare = [param.opts[-1] for param in command.params
+            if isinstance(param, click.Option) and not param.hidden and not param.help]
+    assert bare == [], f"options without help: {bare}"
+
+
+@pytest.mark.parametrize("path", [p for p in _walk(root) if p[:1] == ("cli",)],
+                         ids=lambda p: " ".join(p))
+def test_cli_commands_state_the_default_log_level_they_use(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(root, [*path, "--help"], prog_name="kubetunnel")
+    assert result.exit_code == 0, result.output
+    assert "(default: warning)" in " ".join(result.output.split())
+
+
+def test_agent_states_info_as_its_default_log_level() -> None:
+    result = CliRunner().invoke(root, ["agent", "--help"], prog_name="kubetunnel")
+    assert "(default: info)" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(("args", "shown"), [
+    (("cli", "probe"), ["warning.event"]),
+    (("cli", "probe", "--log-level", "info"), ["info.event", "warning.event"]),
+    (("--log-level", "info", "cli", "probe"), ["info.event", "warning.event"]),
+    (("probe",), ["info.event", "warning.event"]),
+])
+def test_the_default_log_level_is_the_one_the_help_states(
+    args: tuple[str, ...], shown: list[str]
+) -> None:
+    # A throwaway command under the real groups, so the groups' own defaults are what is tested.
+    code = (
+        "import click\n"
+        "from kubetunnel.console import cli_options, common_options\n"
+        "from kubetunnel.logging import get_logger\n"
+        "from modes.cli.command import cli\n"
+        "from modes.main import root\n"
+        "def probe():\n"
+        "    get_logger('t').info('info.event')\n"
+        "    get_logger('t').warning('warning.event')\n"
+        "cli.add_command(click.command('probe')(cli_options(probe)))\n"
+        "root.add_command(click.command('probe')(common_options(probe)))\n"
+        f"root.main({list(('--log-format', 'json', *args))!r}, standalone_mode=False)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line)["event"] for line in out.stderr.splitlines()
+              if line.startswith("{")]
+    assert events == shown, out.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetunnel.errors import KubetunnelError
+from kubetunnel.kube.kubeconfig import check_kubeconfig
 
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -54,6 +55,7 @@ class KubeAccess:
             else:
                 ns = namespace or _read_sa_namespace() or "default"
                 return cls(cfg, ns, None, in_cluster=True)
+        check_kubeconfig(kubeconfig, context)
         try:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, context=context, client_configuration=cfg,

@@ -7,6 +7,9 @@ paths for ``apiVersion``/``kind`` come from API discovery, so custom resources w
 from __future__ import annotations
 
 import json
+import os
+import socket
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -103,10 +106,7 @@ class KubeClient:
                     raise _api_error(resp.status, payload)
                 return json.loads(payload) if payload else None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubetunnelError(
-                f"cannot reach the Kubernetes API at {self.access.server}: "
-                f"{type(exc).__name__}: {exc}".rstrip(": ")
-            ) from exc
+            raise unreachable(self.access.server, exc) from exc
 
     async def get(self, path: str, **params: str | int) -> Any:
         return await self.request("GET", path, params=params)
@@ -191,6 +191,8 @@ class KubeClient:
             raise ApiError(
                 exc.status, "", f"websocket to {path} refused: {exc.status} {exc.message}"
             ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise unreachable(self.access.server, exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubetunnelError(f"cannot open websocket to {path}: {exc}") from exc
 
@@ -222,6 +224,34 @@ def resource_path(
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     path = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
     return path + (f"/{name}" if name else "")
+
+
+def unreachable(server: str, exc: BaseException) -> KubetunnelError:
+    """One line in kubectl's terms for a request that got no answer; no object reprs."""
+    reason: str
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = (f"its TLS certificate is not trusted ({exc.certificate_error}); check "
+                  "certificate-authority-data of the cluster in your kubeconfig")
+        return KubetunnelError(f"cannot reach the Kubernetes API at {server}: {reason}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            reason = f"cannot resolve host {exc.host}"
+        elif isinstance(os_error, ssl.SSLError):
+            reason = f"TLS handshake failed ({os_error.reason or os_error})"
+        elif os_error.errno:
+            reason = os.strerror(os_error.errno).lower()
+        else:
+            reason = str(os_error) or "connection failed"
+    elif isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        reason = "no answer in time"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        reason = "the server closed the connection"
+    else:
+        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return KubetunnelError(
+        f"cannot reach the Kubernetes API at {server}: {reason}; is the cluster running, and is "
+        "this the right context? (kubectl cluster-info)")
 
 
 def _params(params: Mapping[str, str | int] | None) -> dict[str, str] | None:

@@ -13,6 +13,20 @@ TUNNEL_LABEL = "kubetunnel.dev/tunnel"
 OPERATOR_SERVICE = "kubetunnel-operator"
 
 
+async def require_namespace(client: Any, namespace: str) -> None:
+    """A missing namespace is a mistake of the user's: listing it just looks empty."""
+    from kubetunnel.kube import ApiError
+
+    try:
+        await client.get(f"/api/v1/namespaces/{namespace}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise UsageError(f"namespace {namespace} does not exist (kubectl get namespaces)"
+                             ) from None
+        if exc.status != 403:  # 403: not allowed to look, which says nothing about existence
+            raise
+
+
 async def get_service(client: Any, namespace: str, name: str) -> dict[str, Any]:
     from kubetunnel.kube import ApiError
 
@@ -21,6 +35,7 @@ async def get_service(client: Any, namespace: str, name: str) -> dict[str, Any]:
         service: dict[str, Any] = await client.get(path)
     except ApiError as exc:
         if exc.status == 404:
+            await require_namespace(client, namespace)
             raise UsageError(
                 f"Service {namespace}/{name} not found (kubectl -n {namespace} get services)"
             ) from None
@@ -118,6 +133,21 @@ def agent_ports(pod: dict[str, Any], mappings: Sequence[PortMapping]) -> dict[in
                 raise KubetunnelError(f"tunnel pod does not listen on target port {number}")
             result[mapping.service_port] = number
     return result
+
+
+def refuse_shared_agent_ports(ports: dict[int | str, int],
+                              mappings: Sequence[PortMapping]) -> None:
+    """A named target port may resolve to the number another mapping uses: one agent port
+    cannot route to two local ports, so refuse rather than send traffic to the wrong one."""
+    local_of: dict[int, PortMapping] = {}
+    for mapping in mappings:
+        agent_port = ports[mapping.service_port]
+        first = local_of.setdefault(agent_port, mapping)
+        if first.local_port != mapping.local_port:
+            raise UsageError(
+                f"Service ports {first.service_port} and {mapping.service_port} both arrive on "
+                f"the tunnel pod's port {agent_port}; map them to the same local port"
+            )
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool | None:

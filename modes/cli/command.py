@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from kubetunnel.console import LazyGroup, common_options
+from kubetunnel.console import LazyGroup, cli_options
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "install": ("modes.cli.install:install", "Install or update the operator in the cluster."),
@@ -21,9 +21,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS)
-@common_options
-@click.pass_context
-def cli(ctx: click.Context) -> None:
+@cli_options
+def cli() -> None:
     """Work with tunnels from this workstation."""
-    # Commands here print their own progress; log events only from warnings up unless asked.
-    ctx.meta.setdefault("kubetunnel.default_log_level", "warning")

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from kubetunnel.console import PluginChoice, common_options, event_loop_option, run_async
+from kubetunnel.console import PluginChoice, cli_options, event_loop_option, run_async
 from kubetunnel.errors import AlreadyExists, KubetunnelError, NotFound, UsageError
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
@@ -79,13 +79,14 @@ class Settings:
               help="Wait for the local process instead of failing when it is not up.")
 @click.option("--lease-ttl", type=click.IntRange(5, 3600), default=60, show_default=True,
               help="Seconds after which the operator cleans up if this CLI dies.")
-@click.option("--operator-namespace", default="kubetunnel", show_default=True)
+@click.option("--operator-namespace", default="kubetunnel", show_default=True,
+              help="Namespace the operator was installed in (cli install -n).")
 @click.option("--timeout", "pod_timeout", type=click.FloatRange(min=1), default=120,
               show_default=True, help="Seconds to wait for the tunnel pod.")
 @event_loop_option
 @store_option
 @kube_options
-@common_options
+@cli_options
 def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], local_host: str,
             transport: str, address: str | None, tls_ca: str | None, forward: bool,
             hosts_file: str | None, no_hosts: bool, wait_local: bool, lease_ttl: int,
@@ -137,6 +138,8 @@ class Connection:
         service = await cluster.get_service(client, ns, self.s.service)
         mappings = resolve_ports(service, self.s.ports)
         await cluster.require_operator(client, self.s.operator_namespace)
+        if not self.s.wait_local:
+            await self._require_local(mappings)
         record = await self._create_record(store, ns, mappings)
         self.progress.step(f"record {ns}/{record.name} written (client {self.s.identity})")
         renewer = asyncio.create_task(self._renew(store, record), name="connect:renew")
@@ -164,6 +167,23 @@ class Connection:
             if transport is not None:
                 await transport.aclose()
             await self._cleanup(client, store, record)
+
+    async def _require_local(self, mappings: Any) -> None:
+        """--no-wait-local: fail before the cluster is touched, not after a tunnel pod exists."""
+        down = []
+        for port in dict.fromkeys(m.local_port for m in mappings):
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.s.local_host, port), 5)
+            except (OSError, TimeoutError):
+                down.append(f"{self.s.local_host}:{port}")
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if down:
+            raise KubetunnelError(f"nothing answers on {', '.join(down)} (start your process "
+                                  "first, or drop --no-wait-local to wait for it)")
 
     async def _create_record(self, store: Store, ns: str, mappings: Any) -> TunnelRecord:
         record = TunnelRecord(
@@ -234,6 +254,7 @@ class Connection:
         from kubetunnel.tunnel.client import ClientOptions, Route, TunnelClient
 
         ports = cluster.agent_ports(pod, mappings)
+        cluster.refuse_shared_agent_ports(ports, mappings)
         routes = [Route(agent_port=ports[m.service_port], local_port=m.local_port,
                         local_host=self.s.local_host) for m in mappings]
         target = TunnelTarget(pod["metadata"]["namespace"], pod=pod["metadata"]["name"],
@@ -283,7 +304,8 @@ class Connection:
         announced_wait = False
         while tunnel.local_answering is not True and not self.stop.is_set():
             if not self.s.wait_local and tunnel.local_answering is False:
-                raise KubetunnelError(f"nothing answers on {local} (use --wait-local to wait)")
+                raise KubetunnelError(f"nothing answers on {local} (start your process "
+                                      "first, or drop --no-wait-local to wait for it)")
             if tunnel.local_answering is False and not announced_wait:
                 self.progress.note(f"waiting for your local process on {local} ...")
                 announced_wait = True

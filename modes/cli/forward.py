@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import os
 import signal
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kubetunnel.console import common_options, event_loop_option, run_async
+from kubetunnel.console import cli_options, event_loop_option, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import TransportSettings, TunnelTarget
 from kubetunnel.records import check_dns_label
 from kubetunnel.splicing import splice
+from modes.cli.cluster import require_namespace
 from modes.cli.hosts import HostEntry, HostsFile, service_names
 from modes.cli.options import KubeOptions, kube_options
 
@@ -73,6 +75,8 @@ class Forwarder:
                      and not str(a).endswith((".0", ".255")))
         for namespace in self.namespaces:
             listing = await self.client.get(f"/api/v1/namespaces/{namespace}/services")
+            if not listing.get("items"):
+                await require_namespace(self.client, namespace)
             for svc in listing.get("items", []):
                 spec = svc.get("spec", {})
                 if spec.get("type") == "ExternalName" or not spec.get("ports"):
@@ -80,40 +84,69 @@ class Forwarder:
                 if (namespace, svc["metadata"]["name"]) in self.exclude:
                     continue
                 entry = Forwarded(
-                    namespace, svc["metadata"]["name"], spec.get("clusterIP", ""),
-                    next(addresses),
+                    namespace, svc["metadata"]["name"], spec.get("clusterIP", ""), "",
                     tuple((p["port"], p.get("targetPort", p["port"]), p.get("name"))
                           for p in spec["ports"] if p.get("protocol", "TCP") == "TCP"),
                 )
-                await self._listen(entry)
+                if not entry.ports:
+                    continue  # UDP only: nothing to listen on
+                await self._listen(entry, addresses)
                 self.forwarded.append(entry)
         if self.hosts is not None:
             entries = [HostEntry(f.address, service_names(f.service, f.namespace))
                        for f in self.forwarded]
             stale = await asyncio.to_thread(self.hosts.write, entries)
             if stale:
-                log.info("hosts.repaired", stale_sessions=stale)
+                log.warning("hosts.repaired", stale_sessions=stale)
         return self.forwarded
 
-    async def _listen(self, entry: Forwarded) -> None:
-        for port, target, name in entry.ports:
-            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                             port: int = port, target: int | str = target,
-                             name: str | None = name) -> None:
-                task = asyncio.current_task()
-                assert task is not None
-                self._connections.add(task)
-                try:
-                    await self._route(entry, port, target, name, reader, writer)
-                finally:
-                    self._connections.discard(task)
+    async def _listen(self, entry: Forwarded, addresses: Iterator[str]) -> None:
+        """Listen on every port of the entry at the first address where all of them are free.
+
+        The hosts file only tells which addresses this file's sessions use; a session with
+        another hosts file (or --no-hosts) may hold the next one, so a busy address is skipped.
+        """
+        for address in addresses:
+            servers: list[asyncio.Server] = []
             try:
-                server = await asyncio.start_server(handle, entry.address, port)
-            except PermissionError as exc:
-                raise KubetunnelError(
-                    f"cannot listen on {entry.address}:{port} for {entry.service}.{entry.namespace}"
-                    f": ports below 1024 need root ({exc.strerror})") from exc
-            self._servers.append(server)
+                for port, target, name in entry.ports:
+                    servers.append(await asyncio.start_server(
+                        self._handler(entry, port, target, name), address, port))
+            except OSError as exc:
+                for server in servers:
+                    server.close()
+                    await server.wait_closed()
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                where = f"{address}:{port} for {entry.service}.{entry.namespace}"
+                if isinstance(exc, PermissionError):
+                    raise KubetunnelError(f"cannot listen on {where}: ports below 1024 need "
+                                          f"root ({exc.strerror})") from exc
+                raise KubetunnelError(f"cannot listen on {where}: {exc.strerror}") from exc
+            entry.address = address
+            self._servers += servers
+            return
+        raise KubetunnelError(f"no free address left in {FORWARD_CIDR} for "
+                              f"{entry.service}.{entry.namespace}")
+
+    def _handler(self, entry: Forwarded, port: int, target: int | str,
+                 name: str | None) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                               Coroutine[Any, Any, None]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._connections.add(task)
+            try:
+                await self._route(entry, port, target, name, reader, writer)
+            except asyncio.CancelledError:
+                # Only aclose cancels a relay: shutdown, where ending it is the point. The task
+                # must still end normally: start_server's done-callback calls .exception() on
+                # it, which for a cancelled task raises and is logged as an error (3.11).
+                writer.transport.abort()
+            finally:
+                self._connections.discard(task)
+
+        return handle
 
     async def _route(self, entry: Forwarded, port: int, target: int | str, name: str | None,
                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -187,7 +220,7 @@ def hosts_for(hosts_file: str | None, no_hosts: bool, session: str) -> HostsFile
               help="Forward this namespace's Services too (repeatable; default: -n's).")
 @event_loop_option
 @kube_options
-@common_options
+@cli_options
 def forward(kube: KubeOptions, hosts_file: str | None, no_hosts: bool,
             namespaces: tuple[str, ...]) -> None:
     """Reach the cluster's Services from this machine by name, each on its own address."""
@@ -217,10 +250,14 @@ async def _forward(kube: KubeOptions, hosts_file: str | None, no_hosts: bool,
             forwarder = Forwarder(client, access, namespaces or (access.namespace,), hosts)
             try:
                 forwarded = await forwarder.start()
+                if not forwarded:
+                    listed = ", ".join(forwarder.namespaces)
+                    raise KubetunnelError(
+                        f"nothing to forward: no Service with a TCP port in namespace {listed} "
+                        f"(kubectl -n {forwarder.namespaces[0]} get services)")
                 click.echo(address_table(forwarded))
                 where = f" (names in {hosts.path})" if hosts else ""
-                click.echo(f"forwarding {len(forwarded)} Services{where}; Ctrl-C to stop",
-                           err=True)
+                click.echo(f"forwarding {len(forwarded)} Services{where}; Ctrl-C to stop")
                 await stop.wait()
             finally:
                 await forwarder.aclose()

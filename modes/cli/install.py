@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from kubetunnel.console import common_options, run_async
+from kubetunnel.console import cli_options, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.records import check_dns_label
 from modes.cli import manifests
@@ -128,6 +128,39 @@ async def wait_for_operator(
         await asyncio.sleep(0.25)
 
 
+async def wait_namespace_gone(
+    client: Any, namespace: str, timeout: float, progress: Progress
+) -> None:
+    """Until a Terminating namespace is gone, so install can create it again.
+
+    Objects cannot be created in a namespace that is being deleted; a real cluster takes from
+    seconds to forever (a finalizer nobody removes) to finish, so wait with a live line, and on
+    timeout name the finalizers that hold it.
+    """
+    path = f"/api/v1/namespaces/{namespace}"
+    deadline = time.monotonic() + timeout
+    waited = False
+    while True:
+        current = await client.get_or_none(path)
+        if current is None or not current["metadata"].get("deletionTimestamp"):
+            if waited:
+                progress.step(f"namespace {namespace} finished terminating")
+            return
+        finalizers = [*current["metadata"].get("finalizers", []),
+                      *current.get("spec", {}).get("finalizers", [])]
+        held = f" (finalizers: {', '.join(finalizers)})" if finalizers else ""
+        if time.monotonic() > deadline:
+            progress.done()
+            raise KubetunnelError(
+                f"namespace {namespace} is still terminating after {timeout:.0f}s{held}; "
+                f"install again once 'kubectl get namespace {namespace}' says NotFound, or "
+                "install into another namespace with -n")
+        waited = True
+        progress.live(f"  namespace {namespace} is terminating; waiting until it is gone to "
+                      f"create it again{held} ({progress.elapsed():.0f}s)")
+        await asyncio.sleep(0.25)
+
+
 async def _pod_problem(client: Any, namespace: str) -> str:
     pods = await client.get(
         f"/api/v1/namespaces/{namespace}/pods",
@@ -149,9 +182,10 @@ async def _pod_problem(client: Any, namespace: str) -> str:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait for the operator to be Ready.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True,
-              help="Seconds to wait for the operator.")
+              help="Seconds to wait for the operator, and before that for a terminating "
+              "namespace to go.")
 @kube_access_options
-@common_options
+@cli_options
 def install(kube: KubeOptions, operator_namespace: str, image: str | None, dry_run: bool,
             wait: bool, timeout: float) -> None:
     """Install (or update) the operator; a second run changes nothing and says so."""
@@ -173,6 +207,7 @@ async def install_operator(kube: KubeOptions, namespace: str, objects: list[dict
         missing = await missing_permissions(client, objects, ("create", "patch"))
         if missing:
             raise KubetunnelError("cannot install: " + "; ".join(missing))
+        await wait_namespace_gone(client, namespace, timeout, progress)
         outcomes = await _apply_all(client, objects)
         for name, outcome in outcomes:
             click.echo(f"{name} {outcome}")
@@ -190,7 +225,7 @@ async def install_operator(kube: KubeOptions, namespace: str, objects: list[dict
 @click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True,
               help="Seconds to wait for tunnels to end with --force.")
 @kube_access_options
-@common_options
+@cli_options
 def uninstall(kube: KubeOptions, operator_namespace: str, force: bool, timeout: float) -> None:
     """Remove everything install created; refuses while tunnels exist unless --force."""
     namespace = _checked_namespace(operator_namespace)
@@ -202,6 +237,14 @@ async def _uninstall(kube: KubeOptions, namespace: str, force: bool, timeout: fl
 
     objects = manifests.customized(namespace)
     async with KubeClient(await kube.load()) as client:
+        present = await _present(client, objects)
+        elsewhere = await _installed_elsewhere(client, namespace, present)
+        if not present or elsewhere:
+            hint = (f" (it is installed in namespace {elsewhere}: kubetunnel cli uninstall -n "
+                    f"{elsewhere})" if elsewhere else "")
+            click.echo(f"KubeTunnel is not installed in namespace {namespace}{hint}; nothing to "
+                       "remove.")
+            return
         tunnels = await _tunnels(client)
         if tunnels and not force:
             listed = ", ".join(f"{t['metadata']['namespace']}/{t['metadata']['name']} "
@@ -219,17 +262,44 @@ async def _uninstall(kube: KubeOptions, namespace: str, force: bool, timeout: fl
                     f"(kubectl -n {namespace} get pods)"
                 )
             await asyncio.sleep(0.25)
-        for obj in reversed(objects):
-            meta = obj["metadata"]
-            path = await client.object_path(obj["apiVersion"], obj["kind"],
-                                            meta.get("namespace"), meta["name"])
+        for obj, path in reversed(present):
             try:
                 await client.delete(path)
                 click.echo(f"{manifests.describe(obj)} deleted")
             except ApiError as exc:
-                if exc.status != 404:
+                if exc.status != 404:  # gone meanwhile (the namespace took it along): fine
                     raise
-                click.echo(f"{manifests.describe(obj)} not found")
+
+
+async def _installed_elsewhere(client: Any, namespace: str,
+                               present: list[tuple[dict[str, Any], str]]) -> str | None:
+    """The namespace of another installation, when only the cluster-wide objects it shares with
+    one in ``namespace`` exist (the CRD, the ClusterRole): those are not ours to delete."""
+    if any(obj["kind"] == "Namespace" or obj["metadata"].get("namespace")
+           for obj, _ in present):
+        return None
+    binding = next((path for obj, path in present if obj["kind"] == "ClusterRoleBinding"), None)
+    if binding is None:
+        return None
+    subjects = (await client.get(binding)).get("subjects") or []
+    others = {s.get("namespace") for s in subjects if s.get("kind") == "ServiceAccount"}
+    others.discard(None)
+    if not others or namespace in others:
+        return None
+    return str(sorted(others)[0])
+
+
+async def _present(client: Any, objects: list[dict[str, Any]]
+                   ) -> list[tuple[dict[str, Any], str]]:
+    """The objects of an installation that exist, each with its path (all built-in kinds)."""
+    found = []
+    for obj in objects:
+        meta = obj["metadata"]
+        path = await client.object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"),
+                                        meta["name"])
+        if await client.get_or_none(path) is not None:
+            found.append((obj, path))
+    return found
 
 
 async def _tunnels(client: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import yaml
 
-from kubetunnel.console import PluginChoice, common_options, handles_errors, run_async
+from kubetunnel.console import PluginChoice, cli_options, handles_errors, run_async
 from kubetunnel.errors import KubetunnelError
 from kubetunnel.plugins import PolicyRenderer, PolicyRequest
 from kubetunnel.registry import DEFAULTS, get_registry
@@ -83,7 +83,7 @@ def build(
 
 
 @click.group()
-@common_options
+@cli_options
 def policy() -> None:
     """Network policies that let tunnel pods reach the operator, and nothing more.
 
@@ -99,7 +99,7 @@ def policy() -> None:
     "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True,
     help="yaml: one document per object; json: one List object.",
 )
-@common_options
+@cli_options
 @handles_errors
 def render(output: str, **options: Any) -> None:
     """Print the policies, ready for kubectl apply -f -."""
@@ -116,7 +116,7 @@ def render(output: str, **options: Any) -> None:
 @request_options
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file to use.")
 @click.option("--context", help="Kubeconfig context to use.")
-@common_options
+@cli_options
 @handles_errors
 def apply(kubeconfig: str | None, context: str | None, **options: Any) -> None:
     """Create or update the policies in the cluster (server-side apply; safe to repeat)."""

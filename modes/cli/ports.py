@@ -108,4 +108,26 @@ def resolve_ports(
             target_port=match.get("targetPort", match["port"]),
             name=match.get("name"),
         ))
+    _refuse_shared_targets(name, mappings)
     return tuple(mappings)
+
+
+def _port_label(mapping: PortMapping) -> str:
+    return mapping.name or str(mapping.service_port)
+
+
+def _refuse_shared_targets(service: str, mappings: Sequence[PortMapping]) -> None:
+    """The tunnel pod listens on target ports, not Service ports: two Service ports with one
+    target port arrive on the same agent port, so they can only go to one local port."""
+    by_target: dict[int | str, PortMapping] = {}
+    for mapping in mappings:
+        target = mapping.target_port if mapping.target_port is not None else mapping.service_port
+        key: int | str = int(target) if str(target).isdigit() else str(target)
+        first = by_target.setdefault(key, mapping)
+        if first.local_port != mapping.local_port:
+            raise UsageError(
+                f"ports {_port_label(first)} and {_port_label(mapping)} of Service {service} "
+                f"both reach target port {key}, which the tunnel cannot tell apart; map them to "
+                f"the same local port (e.g. -p {first.local_port}:{_port_label(first)} "
+                f"-p {first.local_port}:{_port_label(mapping)})"
+            )

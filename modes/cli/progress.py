@@ -2,6 +2,10 @@
 
 Off a terminal (CI logs, pipes) the live line is printed only when its text changes, so logs
 stay readable instead of filling with carriage returns.
+
+Progress is the command's human output, so it goes to stdout; log events and errors go to
+stderr, as kubectl keeps its output apart from klog's. ``2>/dev/null`` or ``--log-format json``
+then never mixes JSON lines into what a person reads.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import TextIO
 
 class Progress:
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream if stream is not None else sys.stdout
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
         self._step_started = self.started

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import yaml
 
-from kubetunnel.console import common_options, run_async
+from kubetunnel.console import cli_options, run_async
 from kubetunnel.errors import UsageError
 from kubetunnel.records import TunnelRecord, check_dns_label, format_time, now
 from modes.cli.options import KubeOptions, kube_options
@@ -56,10 +56,11 @@ def render_table(records: list[TunnelRecord]) -> str:
 
 @click.command()
 @click.option("-A", "--all-namespaces", is_flag=True, help="Tunnels of every namespace.")
-@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
+              show_default=True, help="Output format; json and yaml add the phase.")
 @store_option
 @kube_options
-@common_options
+@cli_options
 def status(kube: KubeOptions, all_namespaces: bool, output: str, store: str) -> None:
     """List tunnels: namespace, service, client, connected, since, ports."""
     records = run_async(_list(kube, store, all_namespaces))
@@ -83,7 +84,7 @@ async def _list(kube: KubeOptions, store_name: str, all_namespaces: bool) -> lis
 @click.argument("service")
 @store_option
 @kube_options
-@common_options
+@cli_options
 def disconnect(kube: KubeOptions, service: str, store: str) -> None:
     """End the tunnel of SERVICE, from any terminal (the connect session then exits)."""
     try:

@@ -177,10 +177,14 @@ def local_server() -> Iterator[Callable[[str], LocalServer]]:
 @dataclass
 class Connect:
     process: subprocess.Popen[str]
-    log: Path
+    log: Path  # stdout: the progress a person reads
+    err_log: Path  # stderr: log events and errors
 
     def output(self) -> str:
-        return self.log.read_text()
+        return self.log.read_text() + self.err_log.read_text()
+
+    def errors(self) -> str:
+        return self.err_log.read_text()
 
     def wait_line(self, text: str, timeout: float = 30) -> None:
         wait_for(lambda: text in self.output() or self.process.poll() is not None, timeout,
@@ -202,12 +206,13 @@ def connect(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Conne
 
     def start(*args: str) -> Connect:
         log = tmp_path / f"connect-{len(sessions)}.log"
-        with log.open("w") as stderr:
+        err_log = tmp_path / f"connect-{len(sessions)}.err"
+        with log.open("w") as stdout, err_log.open("w") as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-m", "modes", "cli", "connect", *args],
-                stdout=subprocess.DEVNULL, stderr=stderr, text=True, env=env,
+                stdout=stdout, stderr=stderr, text=True, env=env,
             )
-        session = Connect(process, log)
+        session = Connect(process, log, err_log)
         sessions.append(session)
         return session
 
