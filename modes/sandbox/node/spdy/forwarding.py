@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from kubetunnel.logging import get_logger
 from modes.sandbox.node.spdy.sessions import ByteChannel, SpdySession, SpdyStream
@@ -78,11 +79,8 @@ class PortForwarder:
         self.pairs: dict[str, _Pair] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
-        async def run() -> None:
-            await coro
-
-        task = asyncio.create_task(run(), name=name)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
