@@ -77,10 +77,12 @@ async def test_a_pair_copies_both_ways_and_finishes_once_the_pod_closes(
         await client.send(framing.Data(3, payload[start : start + 50_000]))
     await client.send(framing.Data(3, fin=True))
     await client.wait(lambda: client.seen(3).fin and client.seen(1).fin, timeout=30)
-    assert client.seen(1).replied and client.seen(3).replied
+    assert client.seen(1).replied
+    assert client.seen(3).replied
     assert bytes(client.seen(3).data) == payload
     assert client.seen(1).data == b""
-    assert client.seen(1).reset is None and client.seen(3).reset is None
+    assert client.seen(1).reset is None
+    assert client.seen(3).reset is None
     assert session.pod.dialled == [8080]
 
 
