@@ -188,7 +188,9 @@ async def serve(channel: ByteChannel, dial: Dial, pod: str) -> None:
     try:
         await forwarder.run()
     finally:
-        for task in [reading, *forwarder.tasks]:
+        for task in forwarder.tasks:
             task.cancel()
-        await asyncio.gather(reading, *forwarder.tasks, return_exceptions=True)
-        await session.close()
+        await asyncio.gather(*forwarder.tasks, return_exceptions=True)
+        await session.close()  # GOAWAY first if it is this side that ends the session
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)

@@ -28,6 +28,7 @@ log = get_logger(__name__)
 
 BUFFER_LIMIT = 1 << 20
 MAX_DATA_FRAME = 1 << 17
+GOAWAY_TIMEOUT = 1.0
 
 
 class ByteChannel(Protocol):
@@ -190,8 +191,10 @@ class SpdySession:
     async def close(self) -> None:
         """Say GOAWAY (best effort, as spdystream's Close) and close the channel."""
         if not self.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.send(framing.GoAway(self._last_id))
+            # Bounded: a peer that stopped reading must not hold up a stopping node.
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(GOAWAY_TIMEOUT):
+                    await self.send(framing.GoAway(self._last_id))
         self._finish()
         with contextlib.suppress(ConnectionError):
             await self.channel.close()

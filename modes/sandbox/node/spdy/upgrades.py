@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from kubetunnel.logging import get_logger
 from modes.sandbox.node.spdy import forwarding
 from modes.sandbox.node.spdy.forwarding import PROTOCOL, Dial
+from modes.sandbox.node.spdy.sessions import ByteChannel
 
 log = get_logger(__name__)
 
@@ -125,15 +126,29 @@ class _WebSocketChannel:
         await self.ws.close()
 
 
-async def _run(channel: Any, dial: Dial, pod: str, closer: Any, sessions: Sessions | None) -> None:
+class _Hangup:
+    """What a stopping node closes: the session says GOAWAY and the connection is closed."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def _run(channel: ByteChannel, dial: Dial, pod: str, sessions: Sessions | None) -> None:
+    task = asyncio.create_task(forwarding.serve(channel, dial, pod), name=f"portforward-{pod}")
+    hangup = _Hangup(task)
     if sessions is not None:
-        sessions.add(closer)
+        sessions.add(hangup)
     try:
-        with contextlib.suppress(ConnectionError):
-            await forwarding.serve(channel, dial, pod)
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await task
     finally:
+        await hangup.close()
         if sessions is not None:
-            sessions.discard(closer)
+            sessions.discard(hangup)
 
 
 async def serve_spdy(
@@ -162,7 +177,7 @@ async def serve_spdy(
     request.protocol.set_parser(_Feeder(channel.reader))  # type: ignore[arg-type]
     await response.prepare(request)
     log.info("portforward.opened", pod=pod, protocol=SPDY)
-    await _run(channel, dial, pod, channel, sessions)
+    await _run(channel, dial, pod, sessions)
     log.info("portforward.closed", pod=pod, protocol=SPDY)
     return response
 
@@ -178,7 +193,7 @@ async def serve_tunnel(
     ws = web.WebSocketResponse(protocols=(protocol,), max_msg_size=0, compress=False)
     await ws.prepare(request)
     log.info("portforward.opened", pod=pod, protocol=protocol)
-    await _run(_WebSocketChannel(ws), dial, pod, ws, sessions)
+    await _run(_WebSocketChannel(ws), dial, pod, sessions)
     log.info("portforward.closed", pod=pod, protocol=protocol)
     return ws
 
