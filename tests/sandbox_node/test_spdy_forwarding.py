@@ -12,6 +12,7 @@ import pytest
 
 from modes.sandbox.node.spdy import forwarding, framing
 from modes.sandbox.node.spdy.forwarding import DialError
+from modes.sandbox.node.spdy.sessions import BUFFER_LIMIT, SpdySession
 from tests.sandbox_node.spdyclient import SpdyClient, channel_pair
 
 
@@ -205,3 +206,27 @@ async def test_goaway_ends_the_session_and_closes_every_pod_connection(
         await session.pod.closed.wait()
     await client.wait(lambda: client.ended)  # the server hangs up without a GOAWAY of its own
     assert client.others == []
+
+
+async def test_an_unread_stream_holds_the_connection_back_instead_of_buffering_without_end(
+) -> None:
+    ours, theirs = channel_pair()
+    session = SpdySession(theirs)
+    reading = asyncio.create_task(session.run(), name="test-session")
+    client = SpdyClient(ours)
+    try:
+        await client.send(framing.SynStream(1, {"x": ["y"]}))
+        stream = await session.accept()
+        assert stream is not None
+        await client.send(framing.Data(1, b"x" * BUFFER_LIMIT))
+        await client.send(framing.Ping(1))  # queued behind the full stream
+        async with asyncio.timeout(10):
+            while theirs.inbox.qsize() > 1:  # the session has taken the data, not the ping
+                await asyncio.sleep(0)
+        assert theirs.inbox.qsize() == 1
+        assert client.others == []
+        assert await stream.read() == b"x" * BUFFER_LIMIT
+        await client.wait(lambda: framing.Ping(1) in client.others)
+    finally:
+        await client.aclose()
+        await asyncio.wait_for(reading, 10)
