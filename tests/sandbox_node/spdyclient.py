@@ -18,9 +18,20 @@ class MemoryChannel:
         self.inbox = inbox
         self.outbox = outbox
         self.closed = False
+        self.reads = 0
+        self._read = asyncio.Condition()
 
     async def read(self) -> bytes:
-        return await self.inbox.get()
+        data = await self.inbox.get()
+        async with self._read:
+            self.reads += 1
+            self._read.notify_all()
+        return data
+
+    async def wait_reads(self, count: int, timeout: float = 10.0) -> None:
+        """Until ``count`` reads have returned; the timeout only bounds a hang."""
+        async with asyncio.timeout(timeout), self._read:
+            await self._read.wait_for(lambda: self.reads >= count)
 
     async def write(self, data: bytes) -> None:
         if self.closed:
