@@ -50,7 +50,8 @@ def test_an_unknown_protocol_version_is_forbidden_with_the_accepted_ones(
     wrong = {**UPGRADE, "X-Stream-Protocol-Version": "v4.channel.k8s.io"}
     status, text, headers = post(node, wrong)
     assert status == 403
-    assert "unable to negotiate protocol" in text
+    assert text == ("unable to upgrade: unable to negotiate protocol: client supports "
+                    "[v4.channel.k8s.io], server accepts [portforward.k8s.io]\n")
     assert headers["X-Accepted-Stream-Protocol-Versions"] == "portforward.k8s.io"
 
 

@@ -64,8 +64,9 @@ def _negotiate(offered: list[str]) -> str | web.Response:
         return PROTOCOL
     return _refuse(
         403,
-        f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
-        f"server accepts {[PROTOCOL]}",
+        # Lists printed as Go prints a []string, since this is kubelet's text.
+        f"unable to upgrade: unable to negotiate protocol: client supports "
+        f"[{' '.join(offered)}], server accepts [{PROTOCOL}]",
         **{ACCEPTED_HEADER: PROTOCOL},
     )
 
