@@ -99,6 +99,7 @@ def test_a_plain_upgrade_answers_101_and_then_speaks_spdy(node: ThreadedNode) ->
     with sock:
         lines = head.decode().split("\r\n")
         assert lines[0] == "HTTP/1.1 101 Switching Protocols"
+        assert "Connection: Upgrade" in lines
         assert "Upgrade: SPDY/3.1" in lines
         assert "X-Stream-Protocol-Version: portforward.k8s.io" in lines
         encoder, decoder = FrameEncoder(), FrameDecoder()
