@@ -12,8 +12,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
 from kubetunnel.logging import get_logger
 from modes.sandbox.node.kubelet import Kubelet, KubeletConfig
 from modes.sandbox.node.logbuffer import ContainerLog
@@ -57,8 +55,9 @@ class NodeAgent:
         self.proxy = ServiceProxy()
         self.kubelet: Kubelet | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # Open port-forward websockets, closed on stop (clients may never hang up themselves).
-        self.sessions: set[web.WebSocketResponse] = set()
+        # Open port-forward sessions (websockets, upgraded SPDY connections: anything with an
+        # async close()), closed on stop, since clients may never hang up themselves.
+        self.sessions: set[Any] = set()
 
     async def start(self, store: NodeStore) -> None:
         self.kubelet = Kubelet(store, self.config)
@@ -81,7 +80,7 @@ class NodeAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await asyncio.gather(*(ws.close() for ws in list(self.sessions)), return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in list(self.sessions)), return_exceptions=True)
         if self.kubelet is not None:
             await self.kubelet.shutdown()
         await self.proxy.stop()

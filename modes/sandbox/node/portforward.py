@@ -1,4 +1,10 @@
-"""``pods/{name}/portforward`` over websocket, framed as kubelet frames it.
+"""``pods/{name}/portforward``: the websocket channel protocols here, SPDY in ``spdy/``.
+
+Which protocol a request gets, as kube-apiserver decides it: a websocket offering a
+``SPDY/3.1+…k8s.io`` subprotocol is the SPDY tunnel (kubectl 1.30+); another websocket gets
+the channel protocol below (the official Python client, the product); a non-websocket
+``Connection: Upgrade`` is a plain SPDY upgrade (kubectl with websockets off); anything else
+is refused with "Upgrade request required".
 
 Channel protocol (``v4.channel.k8s.io``): every binary message starts with a channel byte. Port
 i of the ``ports`` query gets data channel 2i and error channel 2i+1; each channel's first
@@ -16,14 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import functools
 import struct
 
 from aiohttp import WSMsgType, web
 
 from kubetunnel.logging import get_logger
 from modes.sandbox.errors import ApiError, bad_request
-from modes.sandbox.node import network
+from modes.sandbox.node.dialing import dial_pod
+from modes.sandbox.node.spdy import upgrades
+from modes.sandbox.node.spdy.forwarding import DialError
 
 log = get_logger(__name__)
 
@@ -32,7 +40,6 @@ V5 = "v5.channel.k8s.io"
 PLAIN = "channel.k8s.io"  # the original, unversioned binary channel protocol
 CLOSE_SIGNAL = 255
 CHUNK = 256 * 1024
-DIAL_TIMEOUT = 5.0
 
 
 def choose_protocol(offered: str) -> str | None:
@@ -108,20 +115,9 @@ class _Session:
         """Dial the pod and copy the pod's bytes to the client until the pod closes."""
         data = 2 * i
         try:
-            async with asyncio.timeout(DIAL_TIMEOUT):
-                reader, writer = await network.active().open_connection(self.pod_ip, port)
-        except (OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                reason = "i/o timeout"
-            else:
-                reason = f"connect: {os.strerror(exc.errno).lower()}" if exc.errno else str(exc)
-            # Worded like kubelet's, which wraps the dial error of Go's net package.
-            message = (
-                f"error forwarding port {port} to pod {self.pod}: failed to connect to "
-                f"{self.pod_ip}:{port}: dial tcp4 {self.pod_ip}:{port}: {reason}"
-            )
-            log.info("portforward.dial_failed", pod=self.pod, port=port, error=reason)
-            await self.ws.send_bytes(bytes([data + 1]) + message.encode())
+            reader, writer = await dial_pod(self.pod_ip, self.pod, port)
+        except DialError as exc:
+            await self.ws.send_bytes(bytes([data + 1]) + str(exc).encode())
             return
         finally:
             self.dialed[data].set()
@@ -162,14 +158,21 @@ class _Session:
 
 
 async def serve(
-    request: web.Request, pod_ip: str, pod: str, sessions: set[web.WebSocketResponse] | None = None
-) -> web.WebSocketResponse:
-    """Upgrade and forward; errors before the upgrade are ApiErrors (a Status body).
+    request: web.Request, pod_ip: str, pod: str, sessions: upgrades.Sessions | None = None
+) -> web.StreamResponse:
+    """Upgrade and forward; errors before the upgrade are ApiErrors (a Status body), except
+    the SPDY handshake's, which are kubelet's plain text.
 
-    ``sessions`` holds the open websockets, so that a stopping sandbox can close them rather
-    than wait for clients that may never hang up.
+    ``sessions`` holds the open sessions (each with ``close()``), so that a stopping sandbox
+    can close them rather than wait for clients that may never hang up.
     """
-    if request.headers.get("Upgrade", "").lower() != "websocket":
+    websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+    dial = functools.partial(dial_pod, pod_ip, pod)
+    if websocket and upgrades.tunnel_protocols(request):
+        return await upgrades.serve_tunnel(request, dial, pod, sessions)
+    if not websocket and upgrades.is_upgrade(request):
+        return await upgrades.serve_spdy(request, dial, pod, sessions)
+    if not websocket:
         raise ApiError(400, "BadRequest", "Upgrade request required")
     ports = parse_ports(request)
     protocol = choose_protocol(request.headers.get("Sec-WebSocket-Protocol", ""))
