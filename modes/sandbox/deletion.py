@@ -242,8 +242,11 @@ def _collect_once(store: Store) -> bool:
             rt.key == ("", "namespaces")
             and meta["name"] in store.namespaces_due
             and (obj.get("spec") or {}).get("finalizers")
-            and _empty_namespace(store, meta["name"])
         ):
+            if _start_emptying(store, meta["name"]):
+                return True  # deleted some; the next pass finalizes if that was the last
+            if _namespace_has_content(store, meta["name"]):
+                continue  # graceful pods, finalizers: their deletion runs the collector again
             new = copy.deepcopy(obj)
             new["spec"]["finalizers"] = []
             kind = "MODIFIED" if new["metadata"].get("finalizers") else "DELETED"
@@ -279,14 +282,13 @@ def _resolve(
     return found
 
 
-def _empty_namespace(store: Store, namespace: str) -> bool:
-    """Delete what is left in a terminating namespace; True once nothing is."""
-    empty = True
+def _start_emptying(store: Store, namespace: str) -> bool:
+    """Start deleting what is left in a terminating namespace; True if anything was."""
+    started = False
     for rt in store.registry:
         if not rt.namespaced:
             continue
         for obj in list(store.select(rt, namespace)):
-            empty = False
             if not obj["metadata"].get("deletionTimestamp"):
                 delete(
                     store,
@@ -295,4 +297,9 @@ def _empty_namespace(store: Store, namespace: str) -> bool:
                     obj["metadata"]["name"],
                     {"propagationPolicy": "Background"},
                 )
-    return empty
+                started = True
+    return started
+
+
+def _namespace_has_content(store: Store, namespace: str) -> bool:
+    return any(store.select(rt, namespace) for rt in store.registry if rt.namespaced)
