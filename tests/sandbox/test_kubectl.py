@@ -285,3 +285,48 @@ def test_apply_a_list_validates_each_item_client_side(kubectl: Kubectl, ns: str)
     assert ('ValidationError(ConfigMap): unknown field "dataa" in io.k8s.api.core.v1.ConfigMap'
             in refused.stderr)
     assert kubectl("get", "configmap", "three", "-n", ns, check=False).returncode == 1
+
+
+ENDPOINTS = """apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  ports: [{{name: pg, port: 5432}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: db, namespace: {ns}}}
+subsets:
+- addresses: [{{ip: 127.1.2.3}}, {{ip: 127.1.2.4}}]
+  ports: [{{name: pg, port: 5432}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-manual
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{{name: pg, port: 5432, protocol: TCP}}]
+endpoints:
+- addresses: [127.1.2.3]
+- addresses: [127.1.2.4]
+"""
+
+
+def test_get_endpoints_endpointslices_services_columns(kubectl: Kubectl, ns: str) -> None:
+    """The columns kube-apiserver's printers give these kinds (kubectl prints what it gets)."""
+    kubectl("apply", "-f", "-", stdin=ENDPOINTS.format(ns=ns))
+    lines = kubectl("get", "endpoints", "db", "-n", ns).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ENDPOINTS", "AGE"]
+    assert lines[1].split()[:2] == ["db", "127.1.2.3:5432,127.1.2.4:5432"]
+    lines = kubectl("get", "endpointslices", "db-manual", "-n", ns).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    assert lines[1].split()[:4] == ["db-manual", "IPv4", "5432", "127.1.2.3,127.1.2.4"]
+    lines = kubectl("get", "services", "db", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE",
+                                "SELECTOR"]
+    cells = lines[1].split()
+    assert cells[:2] == ["db", "ClusterIP"]
+    assert cells[3:5] == ["<none>", "5432/TCP"]
+    assert cells[-1] == "<none>"
