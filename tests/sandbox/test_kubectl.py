@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,34 @@ def test_get_endpoints_endpointslices_services_columns(kubectl: Kubectl, ns: str
     assert cells[:2] == ["db", "ClusterIP"]
     assert cells[3:5] == ["<none>", "5432/TCP"]
     assert cells[-1] == "<none>"
+
+
+def test_expose_after_the_pods_are_ready_serves_the_cluster_ip(kubectl: Kubectl, ns: str) -> None:
+    """Endpoints that follow a new Service at once (its pods already Ready) reach the proxy.
+
+    Every earlier test applied the Service before its pods were Ready, which hid that the
+    proxy lost Endpoints arriving while it bound the ClusterIP.
+    """
+    kubectl("create", "deployment", "api", "-n", ns, "--image=kubetunnel/sandbox-echo",
+            "--port=8080")
+    kubectl("wait", "-n", ns, "--for=condition=Available", "deployment/api", "--timeout=20s")
+    kubectl("expose", "deployment", "api", "-n", ns, "--port=18080", "--target-port=8080")
+    cluster_ip = kubectl("get", "service", "api", "-n", ns, "-o",
+                         "jsonpath={.spec.clusterIP}").stdout
+    pod = kubectl("get", "pods", "-n", ns, "-l", "app=api", "-o",
+                  "jsonpath={.items[0].metadata.name}").stdout
+
+    def answer() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://{cluster_ip}:18080/", timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    # Until the proxy has seen the Service a connection may be refused, so it is retried; the
+    # defect closed every connection without an answer until the next endpoints change.
+    deadline = time.monotonic() + 10
+    while (got := answer()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got is not None, f"{cluster_ip}:18080 never answered"
+    assert pod in got
