@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,9 +23,40 @@ from modes.operator import agents, conditions, objects
 from modes.operator.conditions import AGENT_CONNECTED, SWITCHED
 
 if TYPE_CHECKING:
-    from modes.operator.runtime import Operator
+    from kubetunnel.kube import KubeClient
+    from kubetunnel.plugins import Store
+    from modes.operator.engine import Engine
+    from modes.operator.events import Recorder
+    from modes.operator.metrics import Metrics
+    from modes.operator.state import Key, State
 
 log = get_logger(__name__)
+
+
+class Operator(Protocol):
+    """What the API reads of the running operator (``modes.operator.runtime.Operator``), which
+    builds on this module to serve it."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def client(self) -> KubeClient: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def engine(self) -> Engine[Key]: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
 
 MAX_REASON = 1024
 MAX_BODY = 64 * 1024
