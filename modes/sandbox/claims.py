@@ -106,7 +106,9 @@ class KubeconfigClaim:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it
-            os.write(fd, text.encode())
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data):]
             tmp.replace(self.path)
         except BaseException:
             os.close(fd)
