@@ -17,12 +17,9 @@ import asyncio
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from kubetunnel.tunnel.framing import ErrorCode, Payload, ProtocolError
-
-if TYPE_CHECKING:
-    from kubetunnel.tunnel.session import Session
 
 MAX_WINDOW = (1 << 31) - 1
 
@@ -46,11 +43,31 @@ class Sink(Protocol):
     def on_reset(self, code: int, reason: str) -> None: ...
 
 
+class StreamOwner(Protocol):
+    """What a stream needs from its session (``kubetunnel.tunnel.session.Session``), stated
+    here so that the session builds on streams and not the other way round."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    def _send_data(self, stream_id: int, data: Payload) -> None: ...
+
+    def _send_fin(self, stream_id: int) -> None: ...
+
+    def _send_reset(self, stream_id: int, code: int, reason: str) -> None: ...
+
+    def _send_window(self, stream_id: int, increment: int) -> None: ...
+
+    def _want_writable(self, stream: Stream) -> None: ...
+
+    def _forget(self, stream: Stream) -> None: ...
+
+
 class Stream:
     """One multiplexed stream; created by :class:`kubetunnel.tunnel.session.Session` only."""
 
     def __init__(
-        self, session: Session, stream_id: int, send_window: int, recv_window: int,
+        self, session: StreamOwner, stream_id: int, send_window: int, recv_window: int,
         kind: int, destination: int | str,
     ) -> None:
         self._session = session

@@ -3,14 +3,15 @@
 A report only records the agent's word in the record's status (condition AgentConnected) and
 asks for a reconcile; the reconcile decides about the selector. So the API never touches a
 Service itself, a report lost in a crash is repeated by the agent, and a restarted operator
-finds the last report in the record. Every refusal (401, 403, 404, 400, 503) changes nothing.
+finds the last report in the record. Every refusal (400, 401, 403, 404, 413, 503) changes
+nothing and answers the same JSON problem body.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,11 +23,43 @@ from modes.operator import agents, conditions, objects
 from modes.operator.conditions import AGENT_CONNECTED, SWITCHED
 
 if TYPE_CHECKING:
-    from modes.operator.runtime import Operator
+    from kubetunnel.kube import KubeClient
+    from kubetunnel.plugins import Store
+    from modes.operator.engine import Engine
+    from modes.operator.events import Recorder
+    from modes.operator.metrics import Metrics
+    from modes.operator.state import Key, State
 
 log = get_logger(__name__)
 
+
+class Operator(Protocol):
+    """What the API reads of the running operator (``modes.operator.runtime.Operator``), which
+    builds on this module to serve it."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def client(self) -> KubeClient: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def engine(self) -> Engine[Key]: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
+
 MAX_REASON = 1024
+MAX_BODY = 64 * 1024
 STATUS_ROUTE = "/v1/namespaces/{namespace}/tunnels/{name}/status"
 
 
@@ -47,6 +80,9 @@ def parse_report(raw: bytes) -> tuple[bool, str]:
         body = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        # The C decoder gives up at the interpreter's recursion limit; a report is two keys deep.
+        raise ValueError("the body is not a report: JSON nested too deeply") from exc
     if not isinstance(body, dict):
         raise ValueError('the body must be a JSON object like {"connected": true, "reason": "..."}')
     connected = body.get("connected")
@@ -65,7 +101,7 @@ class Api:
         self.operator = operator
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(STATUS_ROUTE, self.report)
         self.add_health(app)
         return app
@@ -89,9 +125,13 @@ class Api:
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def report(self, request: web.Request) -> web.Response:
-        response = await self._report(request)
-        self.operator.metrics.reports.labels(str(response.status)).inc()
-        return response
+        status = 500  # what aiohttp answers for an exception that escapes; counted all the same
+        try:
+            response = await self._report(request)
+            status = response.status
+            return response
+        finally:
+            self.operator.metrics.reports.labels(str(status)).inc()
 
     async def _report(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
@@ -117,7 +157,11 @@ class Api:
             return _problem(403, f"the token belongs to another tunnel, not {namespace}/{name}")
         self.operator.state.heard[key] = now()
         try:
-            connected, reason = parse_report(await request.read())
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _problem(413, f"the body is larger than {MAX_BODY} bytes; a report is a few")
+        try:
+            connected, reason = parse_report(raw)
         except ValueError as exc:
             return _problem(400, str(exc))
         assert record is not None

@@ -20,7 +20,7 @@ from modes.sandbox.errors import ApiError, bad_request, not_found, unsupported_m
 from modes.sandbox.resources import ResourceType
 
 if TYPE_CHECKING:
-    from modes.sandbox.storage import Store, WriteOptions
+    from modes.sandbox.storing import StoreCore, WriteOptions
 
 Obj = dict[str, Any]
 JSON_PATCH = "application/json-patch+json"
@@ -38,7 +38,7 @@ def schema_node(rt: ResourceType) -> schemas.Node | None:
 
 
 def patch(
-    store: Store,
+    store: StoreCore,
     rt: ResourceType,
     namespace: str,
     name: str,
@@ -167,7 +167,7 @@ def _default_map_keys(obj: Any, node: schemas.Node | None) -> None:
 
 
 def apply(
-    store: Store,
+    store: StoreCore,
     rt: ResourceType,
     namespace: str,
     name: str,

@@ -6,12 +6,13 @@ stays as light as the root help.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import pathlib
 
 import click
 
-from kubetunnel.console import common_options, run_async
+from kubetunnel.console import common_options, handles_errors, run_async
 
 
 @click.group()
@@ -88,35 +89,51 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "kube-apiserver, kube-controller-manager, kube-scheduler and etcd, built by "
     "'python3 build.py --control-plane', with this process as their node (needs root).",
 )
-@click.option("--service-cidr", default="127.10.0.0/16", show_default=True,
+@click.option("--service-cidr", default=None,
               callback=lambda ctx, param, value: _loopback_network(value, param),
-              help="Loopback range for Service ClusterIPs.")
-@click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
+              help="Loopback range for Service ClusterIPs (default: 127.10.0.0/16, or a free "
+              "127.N.0.0/17 while another sandbox holds that).")
+@click.option("--pod-cidr", default=None,
               callback=lambda ctx, param, value: _loopback_network(value, param),
-              help="Loopback range for pod IPs (several sandboxes at once need distinct ranges).")
+              help="Loopback range for pod IPs (default: 127.1.0.0/16, or a free "
+              "127.N.128.0/17 while another sandbox holds that).")
+@handles_errors
 def up(
     kubeconfig: pathlib.Path, port: int, host: str, watch_history: int,
-    kubetunnel_images: tuple[str, ...], node: bool, control_plane: str, service_cidr: str,
-    pod_cidr: str,
+    kubetunnel_images: tuple[str, ...], node: bool, control_plane: str,
+    service_cidr: str | None, pod_cidr: str | None,
 ) -> None:
     """Serve the API in the foreground until SIGINT or SIGTERM."""
+    from modes.sandbox.claims import KubeconfigClaim, claim_ranges
     from modes.sandbox.running import serve, serve_real
 
     if control_plane == "real":
         if not node:
             raise click.UsageError("--no-node applies to --control-plane builtin only")
-        run_async(serve_real(kubeconfig=kubeconfig, host=host, port=port,
-                             kubetunnel_images=kubetunnel_images))
+        with KubeconfigClaim(kubeconfig) as claimed:
+            run_async(serve_real(kubeconfig=claimed, host=host, port=port,
+                                 kubetunnel_images=kubetunnel_images))
         return
 
-    if ipaddress.ip_network(service_cidr).overlaps(ipaddress.ip_network(pod_cidr)):
+    if (service_cidr and pod_cidr
+            and ipaddress.ip_network(service_cidr).overlaps(ipaddress.ip_network(pod_cidr))):
         raise click.UsageError(f"--service-cidr {service_cidr} overlaps --pod-cidr {pod_cidr}")
-    run_async(serve(kubeconfig=kubeconfig, host=host, port=port, history=watch_history,
-                    kubetunnel_images=kubetunnel_images, node=node, service_cidr=service_cidr,
-                    pod_cidr=pod_cidr))
+    with contextlib.ExitStack() as held:
+        # Before anything starts: a second sandbox on the same kubeconfig or the same addresses
+        # would strand the first one (its clients repointed, its pods' ports taken).
+        claim = held.enter_context(KubeconfigClaim(kubeconfig))
+        if service_cidr is None or pod_cidr is None:
+            ranges = held.enter_context(claim_ranges(avoid=service_cidr or pod_cidr))
+            service_cidr = service_cidr or ranges.service_cidr
+            pod_cidr = pod_cidr or ranges.pod_cidr
+        run_async(serve(kubeconfig=claim, host=host, port=port, history=watch_history,
+                        kubetunnel_images=kubetunnel_images, node=node,
+                        service_cidr=service_cidr, pod_cidr=pod_cidr))
 
 
-def _loopback_network(value: str, param: click.Parameter) -> str:
+def _loopback_network(value: str | None, param: click.Parameter) -> str | None:
+    if value is None:
+        return None
     try:
         network = ipaddress.ip_network(value)
     except ValueError:

@@ -12,13 +12,15 @@ from modes.sandbox.errors import bad_request
 from modes.sandbox.resources import ResourceRegistry, ResourceType
 
 if TYPE_CHECKING:
-    from modes.sandbox.storage import Store, WriteOptions
+    from modes.sandbox.storing import StoreCore, WriteOptions
 
 Obj = dict[str, Any]
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 
-def prepare(store: Store, rt: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions) -> None:
+def prepare(
+    store: StoreCore, rt: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions
+) -> None:
     """Prune unknown fields, default, validate: the decode-and-admit part of a write."""
     meta_node = schemas.Node.of_definition(OBJECT_META)
     drop_nulls(obj, None if rt.custom else schemas.Node.of_definition(rt.definition or ""))

@@ -17,7 +17,7 @@ from modes.sandbox.resources import ResourceType
 from modes.sandbox.selectors import Selector
 
 if TYPE_CHECKING:
-    from modes.sandbox.storage import Store
+    from modes.sandbox.storing import StoreCore
 
 Obj = dict[str, Any]
 FOREGROUND = "foregroundDeletion"
@@ -43,7 +43,7 @@ def policy_of(options: Obj) -> str:
 
 
 def delete(
-    store: Store,
+    store: StoreCore,
     rt: ResourceType,
     namespace: str,
     name: str,
@@ -117,7 +117,7 @@ def delete(
     return copy.deepcopy(result), True
 
 
-def _schedule_namespace_cleanup(store: Store, name: str) -> None:
+def _schedule_namespace_cleanup(store: StoreCore, name: str) -> None:
     """Empty a terminating namespace a little later, as kube's namespace controller does.
 
     The delay is observable on purpose: ``kubectl delete -k`` deletes a namespace and then the
@@ -149,7 +149,7 @@ def _grace(rt: ResourceType, obj: Obj, options: Obj) -> int:
 
 
 def delete_collection(
-    store: Store,
+    store: StoreCore,
     rt: ResourceType,
     namespace: str | None,
     selector: Selector,
@@ -169,7 +169,7 @@ def delete_collection(
     return deleted
 
 
-def _remove_finalizer(store: Store, rt: ResourceType, obj: Obj, finalizer: str) -> None:
+def _remove_finalizer(store: StoreCore, rt: ResourceType, obj: Obj, finalizer: str) -> None:
     new = copy.deepcopy(obj)
     new["metadata"]["finalizers"] = [
         f for f in obj["metadata"].get("finalizers", []) if f != finalizer
@@ -184,7 +184,7 @@ def _remove_finalizer(store: Store, rt: ResourceType, obj: Obj, finalizer: str) 
 _collecting = False
 
 
-def collect_garbage(store: Store) -> None:
+def collect_garbage(store: StoreCore) -> None:
     """Run the garbage collector and the namespace finalizer until nothing changes."""
     global _collecting
     if _collecting:
@@ -197,7 +197,7 @@ def collect_garbage(store: Store) -> None:
         _collecting = False
 
 
-def _collect_once(store: Store) -> bool:
+def _collect_once(store: StoreCore) -> bool:
     live_uids = store.uids
     owned = _resolve(store, store.owned)
     for rt, obj in _resolve(store, store.terminating):
@@ -242,8 +242,11 @@ def _collect_once(store: Store) -> bool:
             rt.key == ("", "namespaces")
             and meta["name"] in store.namespaces_due
             and (obj.get("spec") or {}).get("finalizers")
-            and _empty_namespace(store, meta["name"])
         ):
+            if _start_emptying(store, meta["name"]):
+                return True  # deleted some; the next pass finalizes if that was the last
+            if _namespace_has_content(store, meta["name"]):
+                continue  # graceful pods, finalizers: their deletion runs the collector again
             new = copy.deepcopy(obj)
             new["spec"]["finalizers"] = []
             kind = "MODIFIED" if new["metadata"].get("finalizers") else "DELETED"
@@ -268,7 +271,7 @@ def _collect_once(store: Store) -> bool:
 
 
 def _resolve(
-    store: Store, where: set[tuple[tuple[str, str], tuple[str, str]]]
+    store: StoreCore, where: set[tuple[tuple[str, str], tuple[str, str]]]
 ) -> list[tuple[ResourceType, Obj]]:
     found = []
     for key, location in sorted(where):
@@ -279,14 +282,13 @@ def _resolve(
     return found
 
 
-def _empty_namespace(store: Store, namespace: str) -> bool:
-    """Delete what is left in a terminating namespace; True once nothing is."""
-    empty = True
+def _start_emptying(store: StoreCore, namespace: str) -> bool:
+    """Start deleting what is left in a terminating namespace; True if anything was."""
+    started = False
     for rt in store.registry:
         if not rt.namespaced:
             continue
         for obj in list(store.select(rt, namespace)):
-            empty = False
             if not obj["metadata"].get("deletionTimestamp"):
                 delete(
                     store,
@@ -295,4 +297,9 @@ def _empty_namespace(store: Store, namespace: str) -> bool:
                     obj["metadata"]["name"],
                     {"propagationPolicy": "Background"},
                 )
-    return empty
+                started = True
+    return started
+
+
+def _namespace_has_content(store: StoreCore, namespace: str) -> bool:
+    return any(store.select(rt, namespace) for rt in store.registry if rt.namespaced)

@@ -5,7 +5,6 @@ the status and scale subresources, content negotiation for ``Table``.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +21,7 @@ from modes.sandbox.errors import (
     not_found,
     page_not_found,
 )
-from modes.sandbox.resources import ResourceType
+from modes.sandbox.resources import Target
 from modes.sandbox.responses import convert, dumps, flag, int_param, respond, wants_table
 from modes.sandbox.scaling import serve_scale
 from modes.sandbox.selectors import Selector
@@ -31,15 +30,6 @@ from modes.sandbox.streaming import Watching
 
 Obj = dict[str, Any]
 SubresourceHandler = Callable[[web.Request, "Target"], Awaitable[web.StreamResponse]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    rt: ResourceType
-    version: str
-    namespace: str | None
-    name: str | None
-    subresource: str | None
 
 
 class Endpoints:

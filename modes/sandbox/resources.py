@@ -77,6 +77,18 @@ class ResourceType:
         return f"/apis/{self.group}/{version}" if self.group else f"/api/{version}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What one request addresses: a type at a version, and where present a namespace, an
+    object and a subresource (the endpoints and the handlers they dispatch to share it)."""
+
+    rt: ResourceType
+    version: str
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
 def _core(kind: str, plural: str, namespaced: bool = True, **kw: Any) -> ResourceType:
     return ResourceType(
         "", ("v1",), kind, plural, namespaced, definition=f"io.k8s.api.core.v1.{kind}", **kw

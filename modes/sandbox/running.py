@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
-import pathlib
 import signal
 import sys
 from typing import Any
@@ -17,6 +15,7 @@ from aiohttp import web
 from kubetunnel.errors import KubetunnelError
 from kubetunnel.logging import get_logger
 from modes.sandbox import certificates
+from modes.sandbox.claims import KubeconfigClaim
 from modes.sandbox.server import Sandbox
 
 log = get_logger("kubetunnel.sandbox")
@@ -52,18 +51,8 @@ def kubeconfig_text(server: str, token: str, ca_pem: bytes) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def write_kubeconfig(path: pathlib.Path, text: str) -> None:
-    """Written atomically and readable only by the user: it holds the admin token."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    tmp.replace(path)
-
-
 async def serve(
-    *, kubeconfig: pathlib.Path, host: str, port: int, history: int,
+    *, kubeconfig: KubeconfigClaim, host: str, port: int, history: int,
     kubetunnel_images: tuple[str, ...] = (),
     node: bool = True,
     service_cidr: str | None = None,
@@ -104,18 +93,18 @@ async def serve(
     try:
         try:
             await asyncio.to_thread(
-                write_kubeconfig,
-                kubeconfig,
-                kubeconfig_text(url, sandbox.token, credentials.ca_pem),
+                kubeconfig.write, kubeconfig_text(url, sandbox.token, credentials.ca_pem)
             )
         except OSError as exc:
             raise KubetunnelError(
-                f"cannot write kubeconfig {kubeconfig}: {exc.strerror or exc}"
+                f"cannot write kubeconfig {kubeconfig.path}: {exc.strerror or exc}"
             ) from None
         if running_node is not None and (note := privileged_ports_note()):
             print(note, file=sys.stderr, flush=True)
-        log.info("sandbox.serving", server=url, kubeconfig=str(kubeconfig))
-        print(f"sandbox ready: server={url} kubeconfig={kubeconfig}", flush=True)
+        log.info("sandbox.serving", server=url, kubeconfig=str(kubeconfig.path),
+                 service_cidr=sandbox.store.alloc.cidr.with_prefixlen,
+                 pod_cidr=pod_cidr if node else None)
+        print(f"sandbox ready: server={url} kubeconfig={kubeconfig.path}", flush=True)
         await stop.wait()
         log.info("sandbox.stopping")
     finally:
@@ -128,7 +117,7 @@ async def serve(
     sys.stdout.flush()
 
 
-async def serve_real(*, kubeconfig: pathlib.Path, host: str, port: int,
+async def serve_real(*, kubeconfig: KubeconfigClaim, host: str, port: int,
                      kubetunnel_images: tuple[str, ...] = ()) -> None:
     """The real control plane (modes.sandbox.controlplane) with this process as its node."""
     from modes.sandbox.controlplane.running import start_real
@@ -156,14 +145,14 @@ async def serve_real(*, kubeconfig: pathlib.Path, host: str, port: int,
         stopping.cancel()
         cluster = starting.result()
         try:
-            await asyncio.to_thread(write_kubeconfig, kubeconfig,
+            await asyncio.to_thread(kubeconfig.write,
                                     kubeconfig_text(cluster.url, cluster.token, cluster.ca_pem))
         except OSError as exc:
             raise KubetunnelError(
-                f"cannot write kubeconfig {kubeconfig}: {exc.strerror or exc}") from None
-        log.info("sandbox.serving", server=cluster.url, kubeconfig=str(kubeconfig),
+                f"cannot write kubeconfig {kubeconfig.path}: {exc.strerror or exc}") from None
+        log.info("sandbox.serving", server=cluster.url, kubeconfig=str(kubeconfig.path),
                  control_plane="real")
-        print(f"sandbox ready: server={cluster.url} kubeconfig={kubeconfig}", flush=True)
+        print(f"sandbox ready: server={cluster.url} kubeconfig={kubeconfig.path}", flush=True)
         await stop.wait()
         log.info("sandbox.stopping")
     finally:

@@ -12,7 +12,7 @@ from modes.sandbox.errors import bad_request, method_not_allowed
 from modes.sandbox.responses import respond
 
 if TYPE_CHECKING:
-    from modes.sandbox.endpoints import Target
+    from modes.sandbox.resources import Target
     from modes.sandbox.storage import Store, WriteOptions
 
 Obj = dict[str, Any]

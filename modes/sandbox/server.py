@@ -24,8 +24,9 @@ from modes.sandbox.authorization import (
     resource_verb,
 )
 from modes.sandbox.crds import CrdController
-from modes.sandbox.endpoints import Endpoints, Target
+from modes.sandbox.endpoints import Endpoints
 from modes.sandbox.errors import ApiError, method_not_allowed, page_not_found, unauthorized
+from modes.sandbox.resources import Target
 from modes.sandbox.storage import Store
 from modes.sandbox.tokens import TokenIssuer
 

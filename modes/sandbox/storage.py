@@ -29,6 +29,7 @@ from modes.sandbox.errors import (
 )
 from modes.sandbox.resources import ResourceRegistry, ResourceType
 from modes.sandbox.selectors import Selector
+from modes.sandbox.storing import WriteOptions as WriteOptions  # re-exported for importers
 from modes.sandbox.watching import Event, Watcher, WatchHub, parse_rv
 
 Obj = dict[str, Any]
@@ -39,26 +40,6 @@ _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class WriteOptions:
-    """Per-request knobs of a write, and the warnings it produced (sent as Warning headers)."""
-
-    def __init__(
-        self,
-        *,
-        dry_run: bool = False,
-        field_validation: str = "Warn",
-        field_manager: str | None = None,
-        force: bool = False,
-    ) -> None:
-        self.dry_run = dry_run
-        self.field_validation = field_validation or "Warn"
-        self.field_manager = field_manager
-        self.force = force
-        self.applying = False  # set by server-side apply, which records ownership itself
-        self.derived_manager = False  # the manager came from the User-Agent, not the request
-        self.warnings: list[str] = []
 
 
 class Store:

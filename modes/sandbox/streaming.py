@@ -18,7 +18,7 @@ from modes.sandbox.storage import Store
 from modes.sandbox.watching import parse_rv
 
 if TYPE_CHECKING:
-    from modes.sandbox.endpoints import Target
+    from modes.sandbox.resources import Target
 
 Obj = dict[str, Any]
 BOOKMARK_EVERY = 60.0

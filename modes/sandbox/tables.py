@@ -46,6 +46,68 @@ def _ports(svc: Obj) -> str:
     return ",".join(out) or "<none>"
 
 
+def _cluster_ip(svc: Obj) -> str:
+    ips = (svc.get("spec") or {}).get("clusterIPs") or []
+    return str(ips[0]) if ips else "<none>"
+
+
+def _external_ip(svc: Obj) -> str:
+    """By type, as kube-apiserver prints it; its tables are always generated wide, so a load
+    balancer's addresses are never clipped."""
+    spec = svc.get("spec") or {}
+    external = list(spec.get("externalIPs") or [])
+    kind = spec.get("type", "ClusterIP")
+    if kind in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    if kind == "ExternalName":
+        return str(spec.get("externalName", ""))
+    if kind != "LoadBalancer":
+        return "<unknown>"
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    balancers = sorted({i.get("ip") or i.get("hostname") for i in ingress} - {None, ""})
+    return ",".join(balancers + external) or "<pending>"
+
+
+def _first_three(items: list[str], empty: str) -> str:
+    """kube's "a,b,c + 2 more..." for lists that would make a row too wide."""
+    text = ",".join(items[:3])
+    if len(items) > 3:
+        return f"{text} + {len(items) - 3} more..."
+    return text or empty
+
+
+def _endpoints(ep: Obj) -> str:
+    subsets = ep.get("subsets") or []
+    if not subsets:
+        return "<none>"
+    shown = []
+    for subset in subsets:
+        addresses = [a.get("ip", "") for a in subset.get("addresses") or []]
+        ports = subset.get("ports") or []
+        if not ports:  # a headless Service's endpoints may have no ports
+            shown += addresses
+        for port in ports:
+            shown += [_host_port(ip, port.get("port")) for ip in addresses]
+    return _first_three(shown, "")
+
+
+def _host_port(ip: str, port: Any) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _slice_ports(eps: Obj) -> str:
+    ports = [
+        str(p["port"]) if p.get("port") is not None else str(p.get("name") or "*")
+        for p in eps.get("ports") or []
+    ]
+    return _first_three(ports, "<unset>")
+
+
+def _slice_endpoints(eps: Obj) -> str:
+    addresses = [a for e in eps.get("endpoints") or [] for a in e.get("addresses") or []]
+    return _first_three(addresses, "<unset>")
+
+
 def _ready(pod: Obj) -> str:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     total = len((pod.get("spec") or {}).get("containers") or [])
@@ -94,13 +156,17 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[tuple[str, str, Getter]]] = {
     ("", "services"): [
         NAME,
         ("Type", "string", _g("spec", "type")),
-        ("Cluster-IP", "string", _g("spec", "clusterIP", default="<none>")),
-        (
-            "External-IP",
-            "string",
-            lambda o: ",".join((o.get("spec") or {}).get("externalIPs") or []) or "<none>",
-        ),
+        ("Cluster-IP", "string", _cluster_ip),
+        ("External-IP", "string", _external_ip),
         ("Port(s)", "string", _ports),
+        AGE,
+    ],
+    ("", "endpoints"): [NAME, ("Endpoints", "string", _endpoints), AGE],
+    ("discovery.k8s.io", "endpointslices"): [
+        NAME,
+        ("AddressType", "string", _g("addressType")),
+        ("Ports", "string", _slice_ports),
+        ("Endpoints", "string", _slice_endpoints),
         AGE,
     ],
     ("", "configmaps"): [

@@ -23,6 +23,8 @@ from typing import IO, NamedTuple
 
 import yaml
 
+from modes.sandbox.claims import claim_ranges
+
 READY_PREFIX = "sandbox ready: "
 
 
@@ -113,32 +115,6 @@ def _read_ready_line(proc: subprocess.Popen[str], deadline: float) -> str:
     return ""
 
 
-# 127.1 and 127.10 are the defaults of `sandbox up`, 127.77 is `cli forward`'s: not used here.
-_BLOCKS = [b for b in range(20, 250) if b != 77]
-
-
-@contextlib.contextmanager
-def _claim_block() -> Iterator[int]:
-    """A second-octet block no other running sandbox of this machine holds (flock per block)."""
-    import fcntl
-
-    for block in _BLOCKS:
-        path = pathlib.Path(tempfile.gettempdir()) / f"kubetunnel-sandbox-block-{block}.lock"
-        handle = path.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        try:
-            yield block
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-        return
-    raise SandboxStartError("every loopback block for test sandboxes is in use")
-
-
 @contextlib.contextmanager
 def running_sandbox(
     directory: pathlib.Path | None = None,
@@ -146,10 +122,13 @@ def running_sandbox(
     extra_args: tuple[str, ...] = (),
     timeout: float | None = None,
     control_plane: str = "builtin",
+    own_ranges: bool = False,
 ) -> Iterator[RunningSandbox]:
     """Run ``python -m modes sandbox up`` until the block ends; the process never outlives it.
 
-    Failing to start raises :class:`SandboxStartError` with the subprocess's stderr.
+    ``own_ranges``: let the sandbox pick its loopback ranges as `sandbox up` does for a person,
+    instead of a block this process claims for it. Failing to start raises
+    :class:`SandboxStartError` with the subprocess's stderr.
     ``control_plane="real"`` needs the binary of ``python3 build.py --control-plane`` and root.
     """
     real = control_plane == "real"
@@ -162,12 +141,14 @@ def running_sandbox(
             )
         kubeconfig = directory / "kubeconfig"
         # Sandboxes running at once (one per test module) must not share loopback addresses:
-        # each claims its own /16 for Services and pods for as long as it runs.
-        block = stack.enter_context(_claim_block())
-        ranges: tuple[str, ...] = (
-            "--service-cidr", f"127.{block}.0.0/17", "--pod-cidr", f"127.{block}.128.0/17")
+        # each claims its own block for as long as it runs, leaving `sandbox up`'s defaults to
+        # people (this process holds the claim, the sandbox is told the ranges).
+        ranges: tuple[str, ...] = ()
         if real:  # its pods live in a network namespace of their own
             ranges = ("--control-plane", "real")
+        elif not own_ranges:
+            claimed = stack.enter_context(claim_ranges(defaults_first=False))
+            ranges = ("--service-cidr", claimed.service_cidr, "--pod-cidr", claimed.pod_cidr)
         keep = os.environ.get("KUBETUNNEL_SANDBOX_LOGS")  # a directory: keep every log there
         stderr: IO[str]
         if keep:

@@ -19,7 +19,8 @@ from modes.sandbox.errors import bad_request, cause, invalid, method_not_allowed
 from modes.sandbox.responses import respond
 
 if TYPE_CHECKING:
-    from modes.sandbox.endpoints import Endpoints, Target
+    from modes.sandbox.endpoints import Endpoints
+    from modes.sandbox.resources import Target
 
 Obj = dict[str, Any]
 DEFAULT_SECONDS = 3600

@@ -65,6 +65,12 @@ async def test_refusals_change_nothing(
         ("orders", orders_token, {"connected": "yes"}, None, 400),
         ("orders", orders_token, {"connected": True, "reason": 5}, None, 400),
         ("orders", orders_token, None, b"[1, 2]", 400),
+        # 2 KB of nesting: the JSON parser's recursion limit is a malformed body, not a crash.
+        ("orders", orders_token, None, b"[" * 1000 + b"]" * 1000, 400),
+        ("orders", orders_token, None, b'{"a":' * 1000 + b"1" + b"}" * 1000, 400),
+        # Over the body limit: the same JSON problem body as every other refusal.
+        ("orders", orders_token, None, b'{"connected": true, "reason": "' + b"x" * 70_000
+         + b'"}', 413),
     ]
     for name, token, body, raw, expected in cases:
         status, payload = await report(op, namespace, name, token, body, raw)
@@ -83,7 +89,8 @@ async def test_refusals_change_nothing(
         async with session.get(f"http://127.0.0.1:{op.health_port}/healthz") as resp:
             assert resp.status == 200
     assert 'kubetunnel_reports_total{result="401"} 3.0' in text
-    assert 'kubetunnel_reports_total{result="400"} 4.0' in text
+    assert 'kubetunnel_reports_total{result="400"} 6.0' in text
+    assert 'kubetunnel_reports_total{result="413"} 1.0' in text
     assert 'kubetunnel_tunnels{phase="Ready"} 2.0' in text
     assert "kubetunnel_reconcile_duration_seconds_count" in text
 
@@ -108,7 +115,8 @@ def test_parse_report_messages() -> None:
     assert parse_report(b'{"connected": false}') == (False, "")
     assert parse_report(b'{"connected": true, "reason": "ok", "extra": 1}') == (True, "ok")
     for raw in (b"", b"null", b'{"reason": "x"}', b'{"connected": 1}',
-                b'{"connected": true, "reason": "' + b"x" * 2000 + b'"}'):
+                b'{"connected": true, "reason": "' + b"x" * 2000 + b'"}',
+                b"[" * 100_000 + b"]" * 100_000):
         with pytest.raises(ValueError, match=r"\w+ \w+"):
             parse_report(raw)
 
@@ -125,7 +133,11 @@ def test_openapi_contract_matches_the_routes() -> None:
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert documented == routes - {("HEAD", p) for _, p in routes}
     post = spec["paths"][STATUS_ROUTE]["post"]
-    assert set(post["responses"]) == {"202", "400", "401", "403", "404", "503"}
+    assert set(post["responses"]) == {"202", "400", "401", "403", "404", "413", "503"}
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for code, answer in post["responses"].items():
+        if code != "202":
+            assert answer["content"]["application/json"]["schema"] == problem, code
     schema = spec["components"]["schemas"]["Report"]
     assert schema["required"] == ["connected"]
     assert schema["properties"]["reason"]["maxLength"] == 1024

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,79 @@ def test_apply_a_list_validates_each_item_client_side(kubectl: Kubectl, ns: str)
     assert ('ValidationError(ConfigMap): unknown field "dataa" in io.k8s.api.core.v1.ConfigMap'
             in refused.stderr)
     assert kubectl("get", "configmap", "three", "-n", ns, check=False).returncode == 1
+
+
+ENDPOINTS = """apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  ports: [{{name: pg, port: 5432}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: db, namespace: {ns}}}
+subsets:
+- addresses: [{{ip: 127.1.2.3}}, {{ip: 127.1.2.4}}]
+  ports: [{{name: pg, port: 5432}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-manual
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{{name: pg, port: 5432, protocol: TCP}}]
+endpoints:
+- addresses: [127.1.2.3]
+- addresses: [127.1.2.4]
+"""
+
+
+def test_get_endpoints_endpointslices_services_columns(kubectl: Kubectl, ns: str) -> None:
+    """The columns kube-apiserver's printers give these kinds (kubectl prints what it gets)."""
+    kubectl("apply", "-f", "-", stdin=ENDPOINTS.format(ns=ns))
+    lines = kubectl("get", "endpoints", "db", "-n", ns).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ENDPOINTS", "AGE"]
+    assert lines[1].split()[:2] == ["db", "127.1.2.3:5432,127.1.2.4:5432"]
+    lines = kubectl("get", "endpointslices", "db-manual", "-n", ns).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    assert lines[1].split()[:4] == ["db-manual", "IPv4", "5432", "127.1.2.3,127.1.2.4"]
+    lines = kubectl("get", "services", "db", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE",
+                                "SELECTOR"]
+    cells = lines[1].split()
+    assert cells[:2] == ["db", "ClusterIP"]
+    assert cells[3:5] == ["<none>", "5432/TCP"]
+    assert cells[-1] == "<none>"
+
+
+def test_expose_after_the_pods_are_ready_serves_the_cluster_ip(kubectl: Kubectl, ns: str) -> None:
+    """Endpoints that follow a new Service at once (its pods already Ready) reach the proxy.
+
+    Every earlier test applied the Service before its pods were Ready, which hid that the
+    proxy lost Endpoints arriving while it bound the ClusterIP.
+    """
+    kubectl("create", "deployment", "api", "-n", ns, "--image=kubetunnel/sandbox-echo",
+            "--port=8080")
+    kubectl("wait", "-n", ns, "--for=condition=Available", "deployment/api", "--timeout=20s")
+    kubectl("expose", "deployment", "api", "-n", ns, "--port=18080", "--target-port=8080")
+    cluster_ip = kubectl("get", "service", "api", "-n", ns, "-o",
+                         "jsonpath={.spec.clusterIP}").stdout
+    pod = kubectl("get", "pods", "-n", ns, "-l", "app=api", "-o",
+                  "jsonpath={.items[0].metadata.name}").stdout
+
+    def answer() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://{cluster_ip}:18080/", timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    # Until the proxy has seen the Service a connection may be refused, so it is retried; the
+    # defect closed every connection without an answer until the next endpoints change.
+    deadline = time.monotonic() + 10
+    while (got := answer()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got is not None, f"{cluster_ip}:18080 never answered"
+    assert pod in got

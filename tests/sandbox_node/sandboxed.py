@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -13,6 +14,7 @@ from aiohttp import web
 from kubernetes import client
 
 from modes.sandbox import certificates
+from modes.sandbox.claims import claim_ranges
 from modes.sandbox.node.wiring import SandboxNode, start_node
 from modes.sandbox.server import Sandbox
 from tests.sandbox_node.conftest import TEST_POD_CIDR
@@ -29,13 +31,18 @@ class ThreadedSandbox:
         self.thread.start()
         self.node: SandboxNode
         self.clients: list[client.ApiClient] = []
+        # ClusterIPs from a block no other running sandbox holds (the pods' range is the suite's
+        # marker, see conftest), so Services of sandboxes running at once do not collide.
+        self._held = contextlib.ExitStack()
+        claimed = self._held.enter_context(claim_ranges(defaults_first=False))
+        self.service_cidr = claimed.service_cidr
         self.run(self._start(tmp_path))
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     async def _start(self, tmp_path: Path) -> None:
-        self.sandbox = Sandbox()
+        self.sandbox = Sandbox(service_cidr=self.service_cidr)
         self.runner = web.AppRunner(self.sandbox.app(), access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()
         context = None
@@ -77,6 +84,7 @@ class ThreadedSandbox:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
+            self._held.close()
         # The suite's leaked-task guard sees only the test's own loop; this one is checked here.
         assert not left, f"tasks left running after the node stopped: {left}"
 

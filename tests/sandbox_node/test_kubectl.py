@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +79,36 @@ def test_kubectl_apply_wait_rollout_logs_delete(
     run(cmd, "delete", "-f", "-", "--cascade=foreground", "--wait=true", stdin=MANIFEST)
     eventually(lambda: run(cmd, "get", "pods,replicasets", "-o", "name").strip() == "",
                timeout=15)
+
+
+@pytest.mark.timeout(150)  # three CLI runs, each waiting on the operator or its namespace
+def test_install_uninstall_install(kubectl: tuple[ThreadedSandbox, list[str]]) -> None:
+    """The namespace of an uninstalled operator goes once its running pod has, and no later.
+
+    It used to stay Terminating after the last object was gone, until an unrelated deletion,
+    so a second `cli install` was refused ("... because it is being terminated").
+    """
+    _, cmd = kubectl
+
+    def kt(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modes", "cli", *args, "--kubeconfig",
+                               cmd[-1]], capture_output=True, text=True, timeout=120,
+                              check=False)
+
+    def namespace_gone() -> bool:
+        done = subprocess.run([*cmd, "get", "namespace", "kubetunnel"], capture_output=True,
+                              text=True, timeout=30, check=False)
+        return done.returncode != 0 and "NotFound" in done.stderr
+
+    # As a person would: the operator Ready, then gone (its pod first, so the namespace
+    # controller itself deletes the last objects, the case that used to hang).
+    first = kt("install", "--timeout", "60")
+    assert first.returncode == 0, first.stderr
+    gone = kt("uninstall")
+    assert gone.returncode == 0, gone.stderr
+    eventually(namespace_gone, timeout=30)
+    again = kt("install", "--no-wait")
+    assert again.returncode == 0, again.stderr
+    assert "namespace/kubetunnel created" in again.stdout
+    assert kt("uninstall").returncode == 0
+    eventually(namespace_gone, timeout=30)

@@ -129,6 +129,33 @@ async def test_large_transfer_both_ways(services: ServiceProxy) -> None:
     server.close()
 
 
+async def test_endpoints_arriving_during_the_bind_are_not_lost(
+        services: ServiceProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kubectl expose` of Ready pods: the Endpoints follow the Service at once, while its
+    listener is still being bound. They used to be lost until the next endpoints change."""
+    bound, resume = asyncio.Event(), asyncio.Event()
+    real_start = proxy_module.PortProxy.start
+
+    async def start_and_pause(self: proxy_module.PortProxy) -> None:
+        await real_start(self)
+        bound.set()
+        await resume.wait()
+
+    monkeypatch.setattr(proxy_module.PortProxy, "start", start_and_pause)
+    async with backend("a", "127.77.1.1") as a:
+        binding = asyncio.create_task(services.set_service("default", "api", CLUSTER_IP,
+                                                           {"": 18085}))
+        await bound.wait()
+        services.set_endpoints("default", "api", {"": [a]})
+        resume.set()
+        await binding
+        reader, writer = await asyncio.open_connection(CLUSTER_IP, 18085)
+        try:
+            assert await asyncio.wait_for(reader.readline(), 2) == b"a\n"
+        finally:
+            await hangup(writer)
+
+
 def test_privileged_ports_note(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proxy_module.os, "geteuid", lambda: 0)
     assert proxy_module.privileged_ports_note() is None

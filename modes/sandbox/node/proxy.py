@@ -156,11 +156,7 @@ class ServiceProxy:
                 continue
             if current is not None:
                 await self._retire(self.ports.pop(key))
-            proxy = PortProxy(
-                f"{namespace}/{name}:{port}",
-                (str(ip), port),
-                list(self._backends.get((namespace, name), {}).get(key[2], [])),
-            )
+            proxy = PortProxy(f"{namespace}/{name}:{port}", (str(ip), port))
             try:
                 await proxy.start()
             except OSError as exc:
@@ -173,6 +169,9 @@ class ServiceProxy:
                     error=f"{exc.strerror}{hint}",
                 )
                 continue
+            # Read only now: Endpoints that came while binding went to _backends alone (with
+            # Ready pods they follow a new Service at once), and no await separates the two.
+            proxy.backends = list(self._backends.get((namespace, name), {}).get(key[2], []))
             self.ports[key] = proxy
             log.info("proxy.listening", service=f"{namespace}/{name}", address=ip, port=port)
 
