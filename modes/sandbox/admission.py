@@ -20,8 +20,9 @@ from modes.sandbox.selectors import Requirement
 Obj = dict[str, Any]
 
 # Kinds whose names must be DNS-1123 labels (no dots) or DNS-1035 labels (start with a letter).
-LABEL_NAMED = {("", "namespaces"), ("", "serviceaccounts")}
-DNS1035_NAMED = {("", "services")}
+# Service names are DNS-1123 labels since Kubernetes 1.34 (RelaxedServiceNameValidation).
+LABEL_NAMED = {("", "namespaces"), ("", "serviceaccounts"), ("", "services")}
+DNS1035_NAMED: set[tuple[str, str]] = set()
 # Kinds whose names are free-form path segments (RBAC allows ':' in role names, for example).
 PATH_NAMED = {
     ("rbac.authorization.k8s.io", p)
@@ -132,6 +133,8 @@ def check(rt: ResourceType, obj: Obj, old: Obj | None) -> list[Obj]:
     elif rt.key == ("", "services"):
         causes += _service(spec, old_spec if old is not None else None)
     elif rt.key == ("", "pods"):
+        if not spec.get("containers"):
+            causes.append(cause("spec.containers", "FieldValueRequired", "Required value"))
         for i, c in enumerate(spec.get("containers") or []):
             if isinstance(c, dict) and not c.get("image"):
                 causes.append(
@@ -158,7 +161,9 @@ def check(rt: ResourceType, obj: Obj, old: Obj | None) -> list[Obj]:
                         f"data[{key}]",
                         "FieldValueInvalid",
                         f"Invalid value: {json.dumps(key)}: a valid config key must consist of "
-                        "alphanumeric characters, '-', '_' or '.'",
+                        "alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or "
+                        "'KEY_NAME',  or 'key-name', regex used for validation is "
+                        "'[-._a-zA-Z0-9]+')",
                     )
                 )
         if (
@@ -188,7 +193,7 @@ def check(rt: ResourceType, obj: Obj, old: Obj | None) -> list[Obj]:
 
 PROTOCOLS = ("SCTP", "TCP", "UDP")
 _POD_ENUMS = (
-    ("restartPolicy", ("Always", "Never", "OnFailure")),
+    ("restartPolicy", ("Always", "OnFailure", "Never")),
     ("dnsPolicy", ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")),
     ("containers[*].imagePullPolicy", ("Always", "IfNotPresent", "Never")),
     ("containers[*].ports[*].protocol", PROTOCOLS),
@@ -297,6 +302,9 @@ def _service(spec: Obj, old_spec: Obj | None) -> list[Obj]:
         causes.append(cause("spec.ports", "FieldValueRequired", "Required value"))
     names = set()
     for i, port in enumerate(spec.get("ports") or []):
+        # In kube-apiserver's order: name, port, targetPort.
+        if len(spec.get("ports") or []) > 1 and not port.get("name"):
+            causes.append(cause(f"spec.ports[{i}].name", "FieldValueRequired", "Required value"))
         number = port.get("port")
         if not isinstance(number, int) or not 0 < number < 65536:
             causes.append(
@@ -306,9 +314,16 @@ def _service(spec: Obj, old_spec: Obj | None) -> list[Obj]:
                     f"Invalid value: {json.dumps(number)}: must be between 1 and 65535, inclusive",
                 )
             )
-        if len(spec.get("ports") or []) > 1 and not port.get("name"):
-            causes.append(cause(f"spec.ports[{i}].name", "FieldValueRequired", "Required value"))
-        if port.get("name") in names:
+        target = port.get("targetPort")
+        if isinstance(target, int) and not 0 < target < 65536:
+            causes.append(
+                cause(
+                    f"spec.ports[{i}].targetPort",
+                    "FieldValueInvalid",
+                    f"Invalid value: {json.dumps(target)}: must be between 1 and 65535, inclusive",
+                )
+            )
+        if port.get("name") and port.get("name") in names:
             causes.append(
                 cause(
                     f"spec.ports[{i}].name",
@@ -327,7 +342,8 @@ def _service(spec: Obj, old_spec: Obj | None) -> list[Obj]:
             cause(
                 "spec.clusterIPs[0]",
                 "FieldValueInvalid",
-                f"Invalid value: {json.dumps(spec.get('clusterIP'))}: may not change once set",
+                # kube-apiserver shows the whole new clusterIPs list, the first being clusterIP.
+                f"Invalid value: {_go_json(_new_cluster_ips(spec))}: may not change once set",
             )
         )
     return causes
@@ -357,3 +373,13 @@ def carry_over(rt: ResourceType, obj: Obj, old: Obj) -> None:
         previous = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
         if previous and previous.get("nodePort") and not port.get("nodePort"):
             port["nodePort"] = previous["nodePort"]
+
+
+def _new_cluster_ips(spec: Obj) -> list[Any]:
+    ips = spec.get("clusterIPs")
+    rest = ips[1:] if isinstance(ips, list) else []
+    return [spec.get("clusterIP"), *rest]
+
+
+def _go_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

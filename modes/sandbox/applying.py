@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from modes.sandbox import ownership, patching, schemas
-from modes.sandbox.errors import ApiError, bad_request, not_found, unsupported_media_type
+from modes.sandbox.errors import (
+    ApiError,
+    bad_request,
+    cause,
+    invalid,
+    not_found,
+    unsupported_media_type,
+)
 from modes.sandbox.resources import ResourceType
 
 if TYPE_CHECKING:
@@ -179,10 +186,8 @@ def apply(
         raise bad_request("apply patch must be an object")
     manager = opts.field_manager
     if not manager or opts.derived_manager:
-        raise bad_request(
-            'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
-            "is required for apply patch"
-        )
+        raise invalid("PatchOptions", "meta.k8s.io", "", [cause(
+            "fieldManager", "FieldValueRequired", "Required value: is required for apply patch")])
     meta = body.get("metadata") or {}
     if not isinstance(meta, dict):
         raise bad_request("metadata of an apply configuration must be an object")

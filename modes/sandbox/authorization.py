@@ -135,7 +135,7 @@ def forbidden(user: User, attrs: Attributes) -> ApiError:
     """403 with the message and details kube-apiserver gives (errors.NewForbidden)."""
     said = f'User "{user.name}" {attrs.describe()}'
     if not attrs.resource_request:
-        return ApiError(403, "Forbidden", f"forbidden: {said}")
+        return ApiError(403, "Forbidden", f"forbidden: {said}", details={})
     qualified = attrs.resource + (f".{attrs.api_group}" if attrs.api_group else "")
     named = f' "{attrs.name}"' if attrs.name else ""
     details: Obj = {"kind": attrs.resource}

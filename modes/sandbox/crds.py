@@ -60,7 +60,6 @@ def resource_type(crd: Obj) -> ResourceType:
         categories=tuple(names.get("categories") or ()),
         subresources=tuple(subresources),
         generation=True,
-        returns_deleted=True,
         crd_schemas={
             v["name"]: (v.get("schema") or {}).get("openAPIV3Schema") or {} for v in served
         },

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -78,7 +79,6 @@ def pod_spec(spec: Obj) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
-    spec.setdefault("enableServiceLinks", True)
     for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
         if isinstance(c, dict):
             _container(c)
@@ -98,6 +98,55 @@ def pod(obj: Obj, alloc: Allocator) -> None:
     spec.setdefault("serviceAccount", spec["serviceAccountName"])
     spec.setdefault("priority", 0)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    # Defaulted on pods only, not on the pod templates of workloads (SetDefaults_Pod).
+    spec.setdefault("enableServiceLinks", True)
+    _default_tolerations(spec)
+    _service_account_volume(spec)
+
+
+# The DefaultTolerationSeconds admission plugin: a pod tolerates a not-ready or unreachable
+# node for five minutes unless it says otherwise.
+_NODE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def _default_tolerations(spec: Obj) -> None:
+    tolerations = spec.get("tolerations")
+    tolerations = tolerations if isinstance(tolerations, list) else []
+    for key in _NODE_TAINTS:
+        if not any(isinstance(t, dict) and t.get("key") == key
+                   and t.get("effect") in ("NoExecute", None, "") for t in tolerations):
+            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                "tolerationSeconds": 300})
+    spec["tolerations"] = tolerations
+
+
+TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105  # a path
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apiserver's name generator's alphabet
+
+
+def _service_account_volume(spec: Obj) -> None:
+    """The ServiceAccount admission plugin's projected token volume, mounted in every container
+    (the sandbox's kubelet hands the token over as a kubeconfig instead of mounting it)."""
+    containers = [c for key in ("initContainers", "containers")
+                  for c in _dicts(spec.get(key))]
+    if spec.get("automountServiceAccountToken") is False or any(
+            m.get("mountPath") == TOKEN_MOUNT for c in containers
+            for m in _dicts(c.get("volumeMounts"))):
+        return
+    name = "kube-api-access-" + "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
+    volumes = spec.get("volumes")
+    volumes = volumes if isinstance(volumes, list) else []
+    spec["volumes"] = [*volumes, {"name": name, "projected": {"sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt",
+                       "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+            "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ], "defaultMode": 420}}]
+    for c in containers:
+        mounts = c.get("volumeMounts")
+        mounts = mounts if isinstance(mounts, list) else []
+        c["volumeMounts"] = [*mounts, {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT}]
 
 
 def service(obj: Obj, alloc: Allocator) -> None:
@@ -149,6 +198,7 @@ def deployment(obj: Obj, alloc: Allocator) -> None:
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
     _template(obj)
+    obj.setdefault("status", {})  # a struct, always serialized by kube-apiserver
 
 
 def replicaset(obj: Obj, alloc: Allocator) -> None:

@@ -40,7 +40,7 @@ class Endpoints:
         # (group, plural) of a review kind -> its answer (the status) for this request.
         self.reviewers: dict[tuple[str, str], Callable[[web.Request, Obj], Obj]] = {}
         self.watching = Watching(store)
-        self._encoded: dict[tuple[str, int, str], bytes] = {}
+        self._encoded: dict[tuple[str, int, str, bool], bytes] = {}
 
     async def serve(self, request: web.Request, t: Target) -> web.StreamResponse:
         method = request.method
@@ -117,7 +117,8 @@ class Endpoints:
 
     def _selector(self, request: web.Request, t: Target) -> Selector:
         return Selector.parse(
-            request.query.get("labelSelector"), request.query.get("fieldSelector"), t.rt.plural
+            request.query.get("labelSelector"), request.query.get("fieldSelector"), t.rt.plural,
+            custom=t.rt.custom,
         )
 
     def list(self, request: web.Request, t: Target) -> web.Response:
@@ -151,7 +152,8 @@ class Endpoints:
             last = items[limit - 1]["metadata"]
             state = {"rv": rv, "start": [last.get("namespace", ""), last["name"]]}
             meta["continue"] = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
-            meta["remainingItemCount"] = len(items) - limit
+            if selector.empty:  # etcd counts the rest only for an unfiltered list
+                meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         if wants_table(request):
             return respond(
@@ -164,6 +166,8 @@ class Endpoints:
                     list_meta=meta,
                 )
             )
+        if t.rt.custom:  # unstructured lists always carry "continue"
+            meta.setdefault("continue", "")
         head = dumps(
             {
                 "kind": f"{t.rt.kind}List",
@@ -171,19 +175,25 @@ class Endpoints:
                 "metadata": {"resourceVersion": str(rv), **meta},
             }
         )
-        encoded = b",".join(self._encode(o, t) for o in items)
+        encoded = b",".join(self._encode(o, t, in_list=not t.rt.custom) for o in items)
         return web.Response(
             body=head[:-1] + b',"items":[' + encoded + b"]}", content_type="application/json"
         )
 
-    def _encode(self, obj: Obj, t: Target) -> bytes:
-        """A stored object's JSON, made once per version: stored objects never change."""
-        key = (obj["metadata"]["resourceVersion"], id(obj), t.version)
+    def _encode(self, obj: Obj, t: Target, in_list: bool = False) -> bytes:
+        """A stored object's JSON, made once per version: stored objects never change.
+
+        Items of a built-in kind's list have no apiVersion and kind, as kube-apiserver's typed
+        lists (custom resources' unstructured lists keep them)."""
+        key = (obj["metadata"]["resourceVersion"], id(obj), t.version, in_list)
         found = self._encoded.get(key)
         if found is None:
             if len(self._encoded) >= 50_000:
                 self._encoded.clear()
-            found = self._encoded[key] = dumps(convert(obj, t.rt, t.version))
+            converted = convert(obj, t.rt, t.version)
+            if in_list:
+                converted = {k: v for k, v in converted.items() if k not in ("apiVersion", "kind")}
+            found = self._encoded[key] = dumps(converted)
         return found
 
     async def create(self, request: web.Request, t: Target) -> web.Response:
@@ -291,7 +301,7 @@ class Endpoints:
                         "status": "Success",
                         "details": {
                             "name": t.name,
-                            "group": t.rt.group,
+                            **({"group": t.rt.group} if t.rt.group else {}),
                             "kind": t.rt.plural,
                             "uid": obj["metadata"]["uid"],
                         },

@@ -99,11 +99,13 @@ def encode(paths: set[Path]) -> Obj:
     return root
 
 
-def _mark(node: Obj) -> None:
-    for child in node.values():
+def _mark(node: Obj, top: bool = True) -> None:
+    for key, child in node.items():
         if child:
-            child.setdefault(".", {})
-            _mark(child)
+            # kube-apiserver strips the path "metadata" itself from every managed set.
+            if not (top and key == "f:metadata"):
+                child.setdefault(".", {})
+            _mark(child, top=False)
 
 
 def decode(encoded: Obj | None, path: Path = ()) -> set[Path]:
@@ -245,9 +247,9 @@ def apply_ownership(
                 if e.get("manager") == CLIENT_SIDE_APPLY and path in upgraded:
                     lost.add(path)  # moving from client-side apply: ownership transfers
                 else:
-                    conflicts.setdefault(str(e.get("manager")), []).append(path)
+                    conflicts.setdefault(_printed_manager(e), []).append(path)
     if conflicts and not force:
-        raise conflict_error(conflicts, api_version, plural, group, name)
+        raise conflict_error(conflicts)
     lost |= {p for paths in conflicts.values() for p in paths}
     previous: set[Path] = set()
     kept: list[tuple[Obj, set[Path]]] = []
@@ -279,28 +281,36 @@ def _last_applied(live: Obj, node: schemas.Node | None) -> set[Path]:
         return set()
 
 
-def conflict_error(
-    conflicts: dict[str, list[Path]], api_version: str, plural: str, group: str, name: str
-) -> ApiError:
-    version = api_version.rpartition("/")[2]
+def _printed_manager(entry: Obj) -> str:
+    """A manager as kube-apiserver's conflict messages print it: an Update names its version
+    and time, an Apply only its name."""
+    printed = json.dumps(str(entry.get("manager")))
+    if entry.get("subresource"):
+        printed += f' with subresource {json.dumps(entry["subresource"])}'
+    if entry.get("operation") == "Update":
+        printed += f" using {entry.get('apiVersion')}"
+        if entry.get("time"):
+            printed += f" at {entry['time']}"
+    return printed
+
+
+def conflict_error(conflicts: dict[str, list[Path]]) -> ApiError:
     count = sum(len(paths) for paths in conflicts.values())
+    # The Status names no object, as kube-apiserver's does not.
     causes = [
         {
             "reason": "FieldManagerConflict",
-            "message": f'conflict with "{manager}" using {version}',
+            "message": f"conflict with {manager}",
             "field": readable(path),
         }
         for manager, paths in conflicts.items()
         for path in paths
     ]
-    lines = [
-        f'conflict with "{c["message"].split(chr(34))[1]}" using {version}: {c["field"]}'
-        for c in causes
-    ]
+    lines = [f'{c["message"]}: {c["field"]}' for c in causes]
     message = f"Apply failed with {count} conflict{'s' if count > 1 else ''}: " + "\n".join(lines)
     return ApiError(
         409,
         "Conflict",
         message,
-        details={"name": name, "group": group, "kind": plural, "causes": causes},
+        details={"causes": causes},
     )

@@ -11,14 +11,21 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kubetunnel.logging import get_logger
 from modes.sandbox.errors import ApiError, bad_request
 from modes.sandbox.schemas import Node
+
+log = get_logger(__name__)
 
 Obj = dict[str, Any]
 
 
 def _unprocessable(message: str) -> ApiError:
-    return ApiError(422, "Invalid", message)
+    # kube-apiserver answers every failed JSON patch with this generic 422 (its reason is only
+    # logged); the sandbox keeps the reason in the log too, so a failing patch can be debugged.
+    log.info("patch.rejected", reason=message)
+    return ApiError(422, "Invalid",
+                    "the server rejected our request due to an error in our request", details={})
 
 
 # --- RFC 6902 -------------------------------------------------------------------------------

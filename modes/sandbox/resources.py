@@ -41,7 +41,8 @@ class ResourceType:
     subresources: tuple[str, ...] = ()
     # Whether writes to the spec bump metadata.generation (types whose spec controllers act on).
     generation: bool = False
-    # DELETE answers with the object (as pods and custom resources do) rather than a Status.
+    # DELETE of an object gone at once answers with the object (as pods and services do)
+    # rather than a Status (as ConfigMaps and custom resources do).
     returns_deleted: bool = False
     # OpenAPI definition name of a built-in kind; None for custom resources.
     definition: str | None = None

@@ -133,7 +133,7 @@ class FieldRequirement:
 
 
 def parse_fields(
-    text: str | None, plural: str, extra: tuple[str, ...] = ()
+    text: str | None, plural: str, extra: tuple[str, ...] = (), custom: bool = False
 ) -> list[FieldRequirement]:
     if not text:
         return []
@@ -147,7 +147,11 @@ def parse_fields(
             raise bad_request(f"invalid field selector: {part.strip()!r}")
         field, op, value = m.groups()
         if field not in known:
-            raise bad_request(f"field label not supported: {field}")
+            if plural in EXTRA_FIELDS or extra or custom:
+                raise bad_request(f"field label not supported: {field}")
+            # Kinds with only the metadata fields use apimachinery's default conversion.
+            raise bad_request(f'"{field}" is not a known field selector: '
+                              'only "metadata.name", "metadata.namespace"')
         reqs.append(FieldRequirement(known[field], op != "!=", value))
     return reqs
 
@@ -170,10 +174,11 @@ class Selector:
         field_selector: str | None,
         plural: str,
         extra_fields: tuple[str, ...] = (),
+        custom: bool = False,
     ) -> Selector:
         return cls(
             tuple(parse_labels(label_selector)),
-            tuple(parse_fields(field_selector, plural, extra_fields)),
+            tuple(parse_fields(field_selector, plural, extra_fields, custom)),
         )
 
     def matches(self, obj: Obj) -> bool:

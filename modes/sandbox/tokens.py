@@ -50,7 +50,8 @@ class TokenIssuer:
         if request.method != "POST":
             raise method_not_allowed()
         namespace, name = t.namespace or "", t.name or ""
-        if self.endpoints.store.peek(t.rt, namespace, name) is None:
+        account = self.endpoints.store.peek(t.rt, namespace, name)
+        if account is None:
             raise not_found(t.rt.plural, t.rt.group, name)
         body = await self.endpoints.decode_body(request) or {}
         if not isinstance(body, dict) or body.get("kind", "TokenRequest") != "TokenRequest":
@@ -72,12 +73,14 @@ class TokenIssuer:
         return respond({
             "kind": "TokenRequest",
             "apiVersion": "authentication.k8s.io/v1",
+            # The ServiceAccount's uid, as kube-apiserver's answer carries it.
             "metadata": {"name": name, "namespace": namespace,
+                         "uid": account["metadata"]["uid"],
                          "creationTimestamp": _rfc3339(issued)},
+            # boundObjectRef is a pointer without omitempty: null when none was asked for.
             "spec": {"audiences": spec.get("audiences") or [DEFAULT_AUDIENCE],
                      "expirationSeconds": seconds,
-                     **({"boundObjectRef": spec["boundObjectRef"]}
-                        if spec.get("boundObjectRef") else {})},
+                     "boundObjectRef": spec.get("boundObjectRef") or None},
             "status": {"token": token, "expirationTimestamp": _rfc3339(expires)},
         }, 201, [])
 

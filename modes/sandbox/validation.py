@@ -178,15 +178,44 @@ def validate_custom(obj: Obj, schema: Obj) -> list[Obj]:
                     f"Unsupported value: {_quote(error.instance)}: supported values: {allowed}",
                 )
             )
+        elif error.validator == "maxLength":
+            causes.append(cause(path, "FieldValueTooLong",
+                                f"Too long: may not be more than {error.validator_value} bytes"))
+        elif error.validator == "maxItems":
+            causes.append(cause(path, "FieldValueTooMany", f"Too many: {len(error.instance)}: "
+                                f"must have at most {error.validator_value} items"))
         else:
+            rule = _bound_rule(error) or error.message
             causes.append(
                 cause(
                     path,
                     "FieldValueInvalid",
-                    f"Invalid value: {_quote(error.instance)}: {path} in body {error.message}",
+                    f"Invalid value: {_quote(error.instance)}: {path} in body {rule}",
                 )
             )
     return causes
+
+
+# go-openapi's wording, which kube-apiserver's messages for custom resources carry.
+_BOUNDS = {
+    "minimum": "should be greater than or equal to {}",
+    "maximum": "should be less than or equal to {}",
+    "minLength": "should be at least {} chars long",
+    "minItems": "should have at least {} items",
+    "pattern": "should match '{}'",
+}
+
+
+def _bound_rule(error: jsonschema.ValidationError) -> str | None:
+    wording = _BOUNDS.get(str(error.validator))
+    if wording is None:
+        return None
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "minimum" and schema.get("exclusiveMinimum") is True:
+        wording = "should be greater than {}"
+    elif error.validator == "maximum" and schema.get("exclusiveMaximum") is True:
+        wording = "should be less than {}"
+    return wording.format(error.validator_value)
 
 
 def _json_type(value: Any) -> str:
@@ -243,22 +272,40 @@ def apply_defaults(obj: Any, schema: Any) -> None:
             apply_defaults(item, schema["items"])
 
 
+# apimachinery's wording of each rule, examples included: clients and people compare them.
+_NAME_RULES = {
+    DNS1123_SUBDOMAIN.pattern: "a lowercase RFC 1123 subdomain must consist of lower case "
+    "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character "
+    "(e.g. 'example.com'",
+    DNS1123_LABEL.pattern: "a lowercase RFC 1123 label must consist of lower case alphanumeric "
+    "characters or '-', and must start and end with an alphanumeric character "
+    "(e.g. 'my-name',  or '123-abc'",
+    DNS1035_LABEL.pattern: "a DNS-1035 label must consist of lower case alphanumeric characters "
+    "or '-', start with an alphabetic character, and end with an alphanumeric character "
+    "(e.g. 'my-name',  or 'abc-123'",
+}
+NAME_PART_RULE = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+    "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used "
+    "for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+LABEL_VALUE_RULE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    "'my_value',  or '12345', regex used for validation is "
+    "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+
+
 def check_metadata(meta: Obj, name_pattern: re.Pattern[str] = DNS1123_SUBDOMAIN) -> list[Obj]:
     """Name, labels and annotations, as ObjectMeta validation does for every kind."""
     causes = []
     name = meta.get("name", "")
     if name and (len(name) > 253 or not name_pattern.match(name)):
-        what = {
-            DNS1123_LABEL.pattern: "a lowercase RFC 1123 label",
-            DNS1035_LABEL.pattern: "a DNS-1035 label",
-        }.get(name_pattern.pattern, "a lowercase RFC 1123 subdomain")
+        what = _NAME_RULES.get(name_pattern.pattern, _NAME_RULES[DNS1123_SUBDOMAIN.pattern])
+        rule = f"{what}, regex used for validation is '{name_pattern.pattern[1:-1]}')"
+        if name_pattern is DNS1123_LABEL and DNS1123_SUBDOMAIN.match(name):
+            rule = "must not contain dots"  # apimachinery's IsDNS1123Label says just that
         causes.append(
-            cause(
-                "metadata.name",
-                "FieldValueInvalid",
-                f"Invalid value: {_quote(name)}: a valid name must be {what} "
-                f"(regex used for validation is '{name_pattern.pattern[1:-1]}')",
-            )
+            cause("metadata.name", "FieldValueInvalid", f"Invalid value: {_quote(name)}: {rule}")
         )
     for key, value in (meta.get("labels") or {}).items():
         if not _qualified_key(key):
@@ -266,8 +313,7 @@ def check_metadata(meta: Obj, name_pattern: re.Pattern[str] = DNS1123_SUBDOMAIN)
                 cause(
                     "metadata.labels",
                     "FieldValueInvalid",
-                    f"Invalid value: {_quote(key)}: name part must consist of alphanumeric "
-                    "characters, '-', '_' or '.'",
+                    f"Invalid value: {_quote(key)}: {NAME_PART_RULE}",
                 )
             )
         if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
@@ -275,8 +321,7 @@ def check_metadata(meta: Obj, name_pattern: re.Pattern[str] = DNS1123_SUBDOMAIN)
                 cause(
                     "metadata.labels",
                     "FieldValueInvalid",
-                    f"Invalid value: {_quote(value)}: a valid label must be an empty string or "
-                    "consist of alphanumeric characters, '-', '_' or '.'",
+                    f"Invalid value: {_quote(value)}: {LABEL_VALUE_RULE}",
                 )
             )
     for key in meta.get("annotations") or {}:
@@ -285,8 +330,7 @@ def check_metadata(meta: Obj, name_pattern: re.Pattern[str] = DNS1123_SUBDOMAIN)
                 cause(
                     "metadata.annotations",
                     "FieldValueInvalid",
-                    f"Invalid value: {_quote(key)}: name part must consist of alphanumeric "
-                    "characters, '-', '_' or '.'",
+                    f"Invalid value: {_quote(key)}: {NAME_PART_RULE}",
                 )
             )
     return causes

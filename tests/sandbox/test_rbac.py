@@ -22,7 +22,7 @@ def _token(raw: Raw, ns: str, account: str, seconds: int = 3600) -> str:
     assert code == 201, body
     assert isinstance(body, dict)
     assert body["spec"] == {"audiences": ["https://kubernetes.default.svc.cluster.local"],
-                            "expirationSeconds": seconds}
+                            "expirationSeconds": seconds, "boundObjectRef": None}
     assert body["status"]["expirationTimestamp"].endswith("Z")
     return str(body["status"]["token"])
 
