@@ -36,8 +36,7 @@ def _dotenv_value(value: str) -> str:
     # values that hold one, or a newline, get double quotes with backslash escapes.
     if "'" not in value and "\n" not in value:
         return f"'{value}'"
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("$", "\\$"))
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
 
