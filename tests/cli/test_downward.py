@@ -45,7 +45,7 @@ def test_field_values(path: str, expected: str) -> None:
 
 
 def test_whole_label_and_annotation_maps_only_in_files() -> None:
-    with pytest.raises(DownwardError, match="metadata.labels"):
+    with pytest.raises(DownwardError, match=r"metadata\.labels"):
         field_value(POD, "metadata.labels")
     assert field_value(POD, "metadata.labels", whole_maps=True) == 'app="orders"\ntier="back"'
     assert field_value(POD, "metadata.annotations", whole_maps=True) == \
@@ -100,6 +100,6 @@ def test_unset_limits_are_the_nodes_allocatable() -> None:
     assert resource_value(bare, "limits.cpu", None, allocatable) == "4"
     assert resource_value(bare, "limits.memory", "1Gi", allocatable) == "8"
     assert resource_value(bare, "limits.ephemeral-storage", "1Gi", allocatable) == "100"
-    with pytest.raises(MissingAllocatable, match="limits.memory is unset"):
+    with pytest.raises(MissingAllocatable, match=r"limits\.memory is unset"):
         resource_value(bare, "limits.memory", None, None)
     assert resource_value(bare, "limits.hugepages-2Mi", None, None) == "0"  # not defaulted

@@ -14,7 +14,7 @@ import yaml
 from modes.sandbox.testing import RunningSandbox
 from tests.cli.conftest import Run, apply
 
-PASSWORD = "hunter2-s3cret"  # noqa: S105  (a test value that must never appear in logs)
+PASSWORD = "hunter2-s3cret"  # must never appear in a log line
 
 
 def workload(ns: str, *, env: list[dict[str, Any]] | None = None,

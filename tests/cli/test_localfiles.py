@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import stat
 import subprocess
@@ -63,4 +62,4 @@ def test_mount_tree_removes_a_root_it_created(tmp_path: Path) -> None:
     tree = MountTree(tmp_path / "new" / "root")
     tree.write([MountFile(PurePosixPath("a"), b"x", False)])
     tree.remove()
-    assert os.listdir(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
