@@ -115,6 +115,7 @@ def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], loc
                         lease_ttl, wait_local, forward, hosts_file, pod_timeout, tls_ca, address,
                         no_hosts)
     command = command_after_dashes()
+    settings.wait_local = wait_local or bool(command)  # the process may take its time to listen
     connection = Connection(kube, settings)
     if command or local.wanted:
         connection.local = LocalSession(local, command, start_timeout=start_timeout,

@@ -97,7 +97,7 @@ class LocalSession:
             for warning in warnings:
                 self.note(f"warning: {warning}")
             self.note(f"{len(tree.files)} volume files under {tree.root}")
-        if not self.command:
+        if not self.command or stopping.is_set():
             return
         try:
             self.process = await asyncio.create_subprocess_exec(

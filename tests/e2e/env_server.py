@@ -25,7 +25,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/exit"):
             exit_code = int(self.path.partition("code=")[2] or 0)
             body = b"bye"
-            threading.Thread(target=self.server.shutdown).start()
         elif what.startswith("file:"):
             body = (Path(os.environ["KUBETUNNEL_ROOT"]) / what[5:]).read_bytes()
         else:
@@ -34,6 +33,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
+        if self.path.startswith("/exit"):  # only once the answer is out
+            threading.Thread(target=self.server.shutdown).start()
 
     def log_message(self, *args: object) -> None:
         pass

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -52,6 +53,9 @@ def deploy_orders(kubectl: Run, ns: str) -> str:
              {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
               "value": {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {
                   "name": "creds", "key": "password"}}}},
+             {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+              "value": {"name": "POD_IP", "valueFrom": {"fieldRef": {
+                  "fieldPath": "status.podIP"}}}},
              {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts",
               "value": [{"name": "cfg", "mountPath": "/etc/app"},
                         {"name": "creds", "mountPath": "/var/run/creds"}]},
@@ -82,6 +86,7 @@ def gone(pid: int) -> bool:
 
 def test_command_gets_the_pods_environment_and_ctrl_c_goes_to_it_first(
     kubectl: Run, namespace: str, connect: Callable[..., Connect], tmp_path: Path,
+    env: dict[str, str],
 ) -> None:
     ip = deploy_orders(kubectl, namespace)
     before = selector(kubectl, namespace, "orders")
@@ -93,7 +98,20 @@ def test_command_gets_the_pods_environment_and_ctrl_c_goes_to_it_first(
     wait_for(lambda: ask(ip) == "hello from the configmap", 5, "the local process answering")
     env_file = tmp_path / "orders.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert f"DB_PASSWORD='{PASSWORD}'" in env_file.read_text().splitlines()
+    lines = env_file.read_text().splitlines()
+    assert f"DB_PASSWORD='{PASSWORD}'" in lines
+    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", "app=orders", "-o",
+                              "json").stdout)["items"]
+    ips = [line for line in lines if line.startswith("POD_IP=")]
+    assert len(ips) == 1
+    assert ips[0] in {f"POD_IP='{p['status'].get('podIP')}'" for p in pods}  # a live pod's
+    # While tunneled, the Service selects the tunnel pod: `cli env` still reads the app's pods.
+    shown = subprocess.run([sys.executable, "-m", "modes", "cli", "env", "orders", "-n",
+                            namespace, "-o", "json"], capture_output=True, text=True,
+                           env=env, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["GREETING"] == "hello from the configmap"
+    assert shown.stderr.startswith("# deployment/orders container echo (pod orders-")
     pid = child_pid(session)
 
     assert session.stop(signal.SIGINT) == 3, session.output()  # the process's exit code
@@ -175,3 +193,22 @@ def test_forwarded_service_variables_point_at_local_addresses(
     # The variable works from this machine: it reaches the payments pods.
     assert ask(address).startswith("payments-")
     assert session.stop(signal.SIGTERM) == 3, session.output()
+
+
+def test_missing_configmap_starts_nothing(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect], tmp_path: Path,
+) -> None:
+    deploy_orders(kubectl, namespace)
+    assert kubectl("-n", namespace, "delete", "configmap", "app").returncode == 0
+    before = selector(kubectl, namespace, "orders")
+    marker = tmp_path / "started"
+    session = connect("orders", "-n", namespace, "-p", f"{free_port()}:80", "--no-forward",
+                      "--mount", str(tmp_path / "root"), "--", sys.executable, "-c",
+                      f"open({str(marker)!r}, 'w')")
+    assert session.process.wait(60) == 1, session.output()
+    assert session.output().strip().splitlines()[-1] == (
+        "kubetunnel: error: configmap \"app\" not found (envFrom of container 'echo')")
+    assert not marker.exists()
+    assert list(tmp_path.iterdir()) == [session.log]
+    assert tunnel_objects(kubectl, namespace) == []
+    assert selector(kubectl, namespace, "orders") == before
