@@ -71,7 +71,7 @@ def deploy_orders(kubectl: Run, ns: str) -> str:
 
 
 def child_pid(session: Connect) -> int:
-    match = re.search(r"started .* \(pid (\d+)\)", session.output())
+    match = re.search(r"started .*? \(pid (\d+)\)", session.output(), re.S)
     assert match, session.output()
     return int(match.group(1))
 
@@ -212,3 +212,36 @@ def test_missing_configmap_starts_nothing(
     assert list(tmp_path.iterdir()) == [session.log]
     assert tunnel_objects(kubectl, namespace) == []
     assert selector(kubectl, namespace, "orders") == before
+
+
+STUBBORN = """
+import signal, socket, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+time.sleep(600)
+"""
+
+
+def test_process_ignoring_ctrl_c_is_stopped_by_the_third(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect],
+) -> None:
+    deploy_orders(kubectl, namespace)
+    before = selector(kubectl, namespace, "orders")
+    port = free_port()
+    session = connect("orders", "-n", namespace, "-p", f"{port}:80", "--no-forward",
+                      "--", sys.executable, "-c", STUBBORN, str(port))
+    session.wait_line("traffic switched")
+    pid = child_pid(session)
+    for count in (1, 2):
+        session.process.send_signal(signal.SIGINT)
+        wait_for(lambda n=count: session.output().count("SIGINT passed to") == n, 10,
+                 f"Ctrl-C number {count} passed on")
+    assert session.process.poll() is None  # ignored: the tunnel stays
+    # The third ends the tunnel and the process (SIGTERM, which it does not ignore).
+    assert session.stop(signal.SIGINT) == 128 + signal.SIGTERM, session.output()
+    assert gone(pid)
+    assert session.output().count("SIGINT passed to") == 2
+    assert selector(kubectl, namespace, "orders") == before
+    assert tunnel_objects(kubectl, namespace) == []
