@@ -14,6 +14,7 @@ import getpass
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
 from kubetunnel.records import TunnelRecord, check_dns_label, now
 from kubetunnel.registry import get_registry
 from modes.cli import cluster
+from modes.cli.launching import CommandAfterDashes, LocalSession, command_after_dashes
+from modes.cli.localenv import LocalOptions, local_options
 from modes.cli.options import KubeOptions, kube_options
 from modes.cli.ports import PortMappingType, PortRequest, resolve_ports
 from modes.cli.progress import Progress
@@ -58,7 +61,7 @@ class Settings:
     identity: str = field(default_factory=client_identity)
 
 
-@click.command()
+@click.command(cls=CommandAfterDashes)
 @click.argument("service")
 @click.option("-p", "--port", "ports", type=PortMappingType(), multiple=True, required=True,
               help="LOCAL:REMOTE; REMOTE is a Service port number or name. Repeatable.")
@@ -83,6 +86,9 @@ class Settings:
               help="Namespace the operator was installed in (cli install -n).")
 @click.option("--timeout", "pod_timeout", type=click.FloatRange(min=1), default=120,
               show_default=True, help="Seconds to wait for the tunnel pod.")
+@click.option("--start-timeout", type=click.FloatRange(min=1), default=60, show_default=True,
+              help="Seconds for the -- COMMAND to listen on its ports.")
+@local_options
 @event_loop_option
 @store_option
 @kube_options
@@ -90,8 +96,14 @@ class Settings:
 def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], local_host: str,
             transport: str, address: str | None, tls_ca: str | None, forward: bool,
             hosts_file: str | None, no_hosts: bool, wait_local: bool, lease_ttl: int,
-            operator_namespace: str, pod_timeout: float, store: str) -> None:
-    """Send the cluster's traffic for SERVICE to a process on this machine."""
+            operator_namespace: str, pod_timeout: float, store: str, local: LocalOptions,
+            start_timeout: float) -> None:
+    """Send the cluster's traffic for SERVICE to a process on this machine.
+
+    After '--', the local process to run with the environment (and, with --mount, the config
+    files) of the Service's pods: the Service is switched once it listens, and the tunnel ends
+    when it exits, with its exit code.
+    """
     try:
         check_dns_label(service, "Service name")
     except UsageError as exc:
@@ -103,7 +115,15 @@ def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], loc
     settings = Settings(service, ports, local_host, transport, store, operator_namespace,
                         lease_ttl, wait_local, forward, hosts_file, pod_timeout, tls_ca, address,
                         no_hosts)
-    run_async(Connection(kube, settings).run())
+    command = command_after_dashes()
+    settings.wait_local = wait_local or bool(command)  # the process may take its time to listen
+    connection = Connection(kube, settings)
+    if command or local.wanted:
+        connection.local = LocalSession(local, command, start_timeout=start_timeout,
+                                        note=connection.progress.note)
+    run_async(connection.run())
+    if connection.local is not None and connection.local.exit_code is not None:
+        sys.exit(connection.local.exit_code)
 
 
 class Connection:
@@ -114,11 +134,12 @@ class Connection:
         self.stop = asyncio.Event()
         self.stop_reason = ""
         self._trouble: str | None = None  # the operator's reconcile error last shown
+        self.local: LocalSession | None = None  # the -- COMMAND, --env-file, --mount
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._request_stop, f"received {sig.name}")
+            loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             access = await self.kube.load()
             from kubetunnel.kube import KubeClient
@@ -128,6 +149,11 @@ class Connection:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        # While the -- COMMAND runs, a signal is its to handle; its exit then ends the tunnel.
+        if self.local is None or not self.local.relay(sig):
+            self._request_stop(f"received {sig.name}")
 
     def _request_stop(self, reason: str) -> None:
         self.stop_reason = reason
@@ -140,6 +166,8 @@ class Connection:
         await cluster.require_operator(client, self.s.operator_namespace)
         if not self.s.wait_local:
             await self._require_local(mappings)
+        if self.local is not None:  # a missing ConfigMap or Secret stops us before any change
+            await self.local.prepare(client, service)
         record = await self._create_record(store, ns, mappings)
         self.progress.step(f"record {ns}/{record.name} written (client {self.s.identity})")
         renewer = asyncio.create_task(self._renew(store, record), name="connect:renew")
@@ -155,8 +183,16 @@ class Connection:
             tunnel = await self._open_tunnel(transport, pod, token, mappings)
             if self.s.forward:
                 forwarder = await self._start_forward(client, access, tunnel)
+            if self.local is not None:
+                addresses = {f.service: f.address for f in forwarder.forwarded
+                             if f.namespace == ns} if forwarder is not None else None
+                await self.local.start(addresses, self.s.local_host,
+                                       [m.local_port for m in mappings], self._request_stop,
+                                       self.stop)
             await self._serve(store, record, tunnel)
         finally:
+            if self.local is not None:
+                await self.local.aclose()
             if forwarder is not None:
                 await forwarder.aclose()
             renewer.cancel()
