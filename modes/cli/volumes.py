@@ -86,6 +86,15 @@ Content = list[tuple[PurePosixPath, bytes, bool]]
 
 def _volume(sources: Sources, volume: Obj, result: Mounts) -> Content | None:
     if "projected" in volume:
+        parts = volume["projected"].get("sources") or []
+        if (str(volume.get("name", "")).startswith("kube-api-access-")
+                and any("serviceAccountToken" in part for part in parts)):
+            # The API credentials volume (kube-api-access-*, added by ServiceAccount admission):
+            # its token is the pod's own and its CA ConfigMap may not be readable; the laptop
+            # reaches the API with its own kubeconfig.
+            result.warnings.append(f"volume {volume['name']} holds the pod's API credentials: "
+                                   "left out")
+            return []
         content: Content = []
         for source in volume["projected"].get("sources") or []:
             part = _source(sources, source, result)
