@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kubetunnel.console import common_options, run_async
+from kubetunnel.console import cli_options, run_async
 from kubetunnel.errors import UsageError
 from kubetunnel.records import check_dns_label
 from modes.cli import cluster
@@ -19,7 +19,7 @@ from modes.cli.options import KubeOptions, kube_options
               show_default=True, help="How to print the variables.")
 @local_options
 @kube_options
-@common_options
+@cli_options
 def env(kube: KubeOptions, local: LocalOptions, service: str, fmt: str) -> None:
     """Print the environment the pods behind SERVICE run with, resolved as the kubelet does.
 
