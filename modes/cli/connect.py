@@ -27,6 +27,7 @@ from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
 from kubetunnel.records import TunnelRecord, check_dns_label, now
 from kubetunnel.registry import get_registry
 from modes.cli import cluster
+from modes.cli.draining import DEFAULT_DRAIN_TIMEOUT, drain
 from modes.cli.options import KubeOptions, kube_options
 from modes.cli.ports import PortMappingType, PortRequest, resolve_ports
 from modes.cli.progress import Progress
@@ -56,6 +57,7 @@ class Settings:
     address: str | None = None
     no_hosts: bool = False
     identity: str = field(default_factory=client_identity)
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 @click.command()
@@ -82,6 +84,10 @@ class Settings:
 @click.option("--operator-namespace", default="kubetunnel", show_default=True)
 @click.option("--timeout", "pod_timeout", type=click.FloatRange(min=1), default=120,
               show_default=True, help="Seconds to wait for the tunnel pod.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=DEFAULT_DRAIN_TIMEOUT,
+              show_default=True,
+              help="On Ctrl-C or disconnect: seconds that requests in flight get to finish, "
+                   "after the Service is restored and before the tunnel closes.")
 @event_loop_option
 @store_option
 @kube_options
@@ -89,7 +95,8 @@ class Settings:
 def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], local_host: str,
             transport: str, address: str | None, tls_ca: str | None, forward: bool,
             hosts_file: str | None, no_hosts: bool, wait_local: bool, lease_ttl: int,
-            operator_namespace: str, pod_timeout: float, store: str) -> None:
+            operator_namespace: str, pod_timeout: float, drain_timeout: float, store: str
+            ) -> None:
     """Send the cluster's traffic for SERVICE to a process on this machine."""
     try:
         check_dns_label(service, "Service name")
@@ -101,7 +108,7 @@ def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], loc
         raise click.UsageError("--hosts-file and --no-hosts exclude each other")
     settings = Settings(service, ports, local_host, transport, store, operator_namespace,
                         lease_ttl, wait_local, forward, hosts_file, pod_timeout, tls_ca, address,
-                        no_hosts)
+                        no_hosts, drain_timeout=drain_timeout)
     run_async(Connection(kube, settings).run())
 
 
@@ -111,6 +118,7 @@ class Connection:
         self.s = settings
         self.progress = Progress()
         self.stop = asyncio.Event()
+        self.forced = asyncio.Event()  # a second Ctrl-C: stop draining
         self.stop_reason = ""
         self._trouble: str | None = None  # the operator's reconcile error last shown
 
@@ -129,6 +137,9 @@ class Connection:
                 loop.remove_signal_handler(sig)
 
     def _request_stop(self, reason: str) -> None:
+        if self.stop.is_set():
+            self.forced.set()
+            return
         self.stop_reason = reason
         self.stop.set()
 
@@ -153,6 +164,8 @@ class Connection:
             if self.s.forward:
                 forwarder = await self._start_forward(client, access, tunnel)
             await self._serve(store, record, tunnel)
+            await drain(tunnel, store, record, self.s.drain_timeout, self.progress, self.forced,
+                        f"the CLI is disconnecting ({self.stop_reason or 'stopped'})")
         finally:
             if forwarder is not None:
                 await forwarder.aclose()
