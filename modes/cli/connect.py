@@ -28,6 +28,7 @@ from kubetunnel.records import TunnelRecord, check_dns_label, now
 from kubetunnel.registry import get_registry
 from modes.cli import cluster
 from modes.cli.draining import DEFAULT_DRAIN_TIMEOUT, drain
+from modes.cli.liveline import Observed, RecordFollower, Switches, describe, route
 from modes.cli.options import KubeOptions, kube_options
 from modes.cli.ports import PortMappingType, PortRequest, resolve_ports
 from modes.cli.progress import Progress
@@ -305,23 +306,31 @@ class Connection:
         if self.stop.is_set():
             return
         self.progress.step(f"local process answering on {local}")
+        follower = RecordFollower(store, record)
+        follower.start()
+        try:
+            await self._follow(record, tunnel, follower, local)
+        finally:
+            await follower.aclose()
+        self.progress.done()
+
+    async def _follow(self, record: TunnelRecord, tunnel: Any, follower: RecordFollower,
+                      local: str) -> None:
+        """The live line, until stopped: every 100 ms, and at once when the record changes."""
         switched = False
-        last_switch = "-"
         answering = True
+        switches = Switches()
+        up_since: float | None = None
         while not self.stop.is_set():
-            current = await store.get(record.namespace, record.name)
-            if current is None or current.deleting:
+            current = follower.current
+            if follower.gone or current is None or current.deleting:
                 self._request_stop("the tunnel was ended from elsewhere")
                 break
             self._show_trouble(current)
-            if current.status.connected != switched:
-                switched = current.status.connected
-                last_switch = time.strftime("%H:%M:%S")
-                if switched:
-                    self.progress.step(f"traffic switched: Service {record.namespace}/"
-                                       f"{record.service} -> {local}")
-                else:
-                    self.progress.note(f"traffic back to the cluster ({tunnel.local_reason})")
+            if current.status.connected and not switched:
+                self.progress.step(f"traffic switched: Service {record.namespace}/"
+                                   f"{record.service} -> {local}")
+            switched = current.status.connected
             if tunnel.local_answering is not None and tunnel.local_answering != answering:
                 answering = tunnel.local_answering
                 if answering:
@@ -332,19 +341,34 @@ class Connection:
             failure = tunnel.failure
             if failure is not None:
                 raise failure
+            wants_up = bool(tunnel.connected and tunnel.local_answering)
+            up_since = (up_since or time.monotonic()) if wants_up else None
+            seen = Observed(
+                tunnel_up=tunnel.connected, answering=tunnel.local_answering,
+                draining=tunnel.draining is not None, switched=switched,
+                agent_ready=_condition(current, "AgentReady"),
+                agent_reported_up=_condition(current, "AgentConnected") is True,
+                up_for=time.monotonic() - up_since if up_since is not None else 0.0)
+            where = route(seen)
+            change = switches.update(where)
+            if change is not None:
+                self.progress.note(change)
             session = tunnel.session
             streams = len(session.streams) if session is not None else 0
             to_local = _size(session.bytes_received) if session is not None else "0 B"
             from_local = _size(session.bytes_sent) if session is not None else "0 B"
-            state = "local" if switched and answering else "cluster"
             self.progress.live(
-                f"  traffic -> {state} | tunnel {'up' if tunnel.connected else 'reconnecting'}"
-                f" | streams open {streams} | to local {to_local}, from local {from_local}"
-                f" | last switch {last_switch}"
+                f"  traffic -> {describe(*where)} | tunnel "
+                f"{'up' if tunnel.connected else 'reconnecting'} | streams open {streams}"
+                f" | to local {to_local}, from local {from_local}"
+                f" | last switch {switches.last_change}"
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), 0.25)
-        self.progress.done()
+            follower.changed.clear()
+            waiters = {asyncio.ensure_future(self.stop.wait()),
+                       asyncio.ensure_future(follower.changed.wait())}
+            await asyncio.wait(waiters, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _cleanup(self, client: Any, store: Store, record: TunnelRecord) -> None:
         """Delete the record and wait until the operator restored the Service (finalizer)."""
@@ -362,6 +386,11 @@ class Connection:
             await asyncio.sleep(0.1)
         self.progress.step(f"disconnected: Service {record.namespace}/{record.service} restored"
                            + (f" ({self.stop_reason})" if self.stop_reason else ""))
+
+
+def _condition(record: TunnelRecord, kind: str) -> bool | None:
+    found = next((c for c in record.status.conditions if c.type == kind), None)
+    return None if found is None else found.status == "True"
 
 
 def _size(count: int) -> str:
