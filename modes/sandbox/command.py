@@ -85,9 +85,13 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--pod-cidr", default="127.1.0.0/16", show_default=True,
               callback=lambda ctx, param, value: _loopback_network(value, param),
               help="Loopback range for pod IPs (several sandboxes at once need distinct ranges).")
+@click.option("--faults", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
+              help="Chaos runs: a JSON file (re-read when it changes) of API errors and watch "
+                   "ends to inject for some users; see modes/sandbox/faults.py. Off by default.")
 def up(
     kubeconfig: pathlib.Path, port: int, host: str, watch_history: int,
     kubetunnel_images: tuple[str, ...], node: bool, service_cidr: str, pod_cidr: str,
+    faults: pathlib.Path | None,
 ) -> None:
     """Serve the API in the foreground until SIGINT or SIGTERM."""
     from modes.sandbox.running import serve
@@ -96,7 +100,7 @@ def up(
         raise click.UsageError(f"--service-cidr {service_cidr} overlaps --pod-cidr {pod_cidr}")
     run_async(serve(kubeconfig=kubeconfig, host=host, port=port, history=watch_history,
                     kubetunnel_images=kubetunnel_images, node=node, service_cidr=service_cidr,
-                    pod_cidr=pod_cidr))
+                    pod_cidr=pod_cidr, faults=faults))
 
 
 def _loopback_network(value: str, param: click.Parameter) -> str:
