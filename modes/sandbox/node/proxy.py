@@ -171,6 +171,9 @@ class ServiceProxy:
                     error=f"{exc.strerror}{hint}",
                 )
                 continue
+            # Endpoints that arrived while the listener was being bound went to _backends only
+            # (this proxy was not in self.ports yet): take the latest now.
+            proxy.backends = list(self._backends.get((namespace, name), {}).get(key[2], []))
             self.ports[key] = proxy
             log.info("proxy.listening", service=f"{namespace}/{name}", address=ip, port=port)
 
