@@ -30,6 +30,8 @@ log = get_logger(__name__)
 LOCAL = "local"
 VIA_AGENT = "cluster via agent"
 VIA_SELECTOR = "cluster via selector"
+POLL_INTERVAL = 1.0
+"""Seconds between reads of the record besides its watch."""
 UNACKNOWLEDGED_AFTER = 1.0
 """Seconds the agent's "up" may go unrecorded before the operator counts as unreachable."""
 
@@ -105,16 +107,25 @@ class RecordFollower:
         self.current: TunnelRecord | None = record
         self.gone = False
         self.changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="connect:record-watch")
+        self._tasks = [asyncio.create_task(self._run(), name="connect:record-watch"),
+                       asyncio.create_task(self._poll(), name="connect:record-poll")]
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    async def _poll(self) -> None:
+        # A watch that cannot start (no RBAC "watch" on records) retries quietly inside the
+        # store: a slow read keeps the line true regardless.
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            await self.refresh()
 
     async def _run(self) -> None:
         while True:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from modes.cli.liveline import LOCAL, VIA_AGENT, VIA_SELECTOR, Observed, Switches, route
+from kubetunnel.records import PortMapping, TunnelRecord
+from kubetunnel.stores.memory import MemoryStore
+from modes.cli.liveline import (
+    LOCAL,
+    VIA_AGENT,
+    VIA_SELECTOR,
+    Observed,
+    RecordFollower,
+    Switches,
+    route,
+)
+from tests.operator.cluster import eventually
 
 
 def _seen(**changes: object) -> Observed:
@@ -46,3 +59,31 @@ def test_each_switch_is_said_once_with_its_time() -> None:
     assert line is not None
     assert line.endswith("traffic -> cluster via agent (local process down)")
     assert line.split()[0] == switches.last_change
+
+
+async def test_record_follower_sees_changes_and_the_end() -> None:
+    store = MemoryStore()
+    record = await store.create(TunnelRecord(
+        namespace="shop", name="orders", service="orders", client="ada@laptop",
+        ports=(PortMapping(service_port=80, local_port=8080),)))
+    await store.create(TunnelRecord(
+        namespace="shop", name="billing", service="billing", client="bob@laptop",
+        ports=(PortMapping(service_port=80, local_port=8081),)))
+    follower = RecordFollower(store, record)
+    follower.start()
+    try:
+        await store.replace_status(record.replace(status=replace(record.status, connected=True)))
+
+        async def connected() -> bool:
+            current = follower.current
+            return current is not None and current.name == "orders" and current.status.connected
+
+        await eventually(connected, timeout=5)
+        await store.delete("shop", "orders")
+
+        async def gone() -> bool:
+            return follower.gone
+
+        await eventually(gone, timeout=5)
+    finally:
+        await follower.aclose()
