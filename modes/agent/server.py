@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,9 @@ from kubetunnel.tunnel.streams import Stream
 from modes.agent.fronting import Counters, Front, FrontConnection
 
 log = get_logger(__name__)
+
+LINGER = 2.0
+"""Seconds a stopping agent (with an origin) keeps accepting connections for the origin."""
 
 StatusCallback = Callable[[bool, str], Awaitable[None]]
 """The operator seam: awaited with (up, reason) whenever "tunnel up AND local process answering"
@@ -158,8 +162,11 @@ class Agent:
         if session is not None and grace > 0:
             session.goaway("the agent is stopping")
         if grace > 0:
+            # Connections keep arriving for a moment after SIGTERM (endpoint updates take time
+            # to reach every node): with an origin to send them to, keep accepting a while.
+            linger = min(LINGER, grace) if self.config.origin_address is not None else 0.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), grace)
+                await asyncio.wait_for(self._drained(time.monotonic() + linger), grace)
         for server in self._servers:
             server.close()
         if session is not None:
@@ -185,11 +192,11 @@ class Agent:
         for server in self._servers:
             await server.wait_closed()
 
-    async def _drained(self) -> None:
+    async def _drained(self, not_before: float) -> None:
         while True:
             session = self.session
             if (session is None or session.closed or not session.streams) \
-                    and self.counters.open_origin <= 0:
+                    and self.counters.open_origin <= 0 and time.monotonic() >= not_before:
                 return
             await asyncio.sleep(0.05)
 

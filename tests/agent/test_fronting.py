@@ -132,3 +132,11 @@ async def test_origin_unreachable_resets_and_counts(
         assert made.agent.counters.reset == 1
     finally:
         await close_stack(made)
+
+
+async def test_stopping_agent_keeps_serving_the_origin_for_a_moment(fronted: Stack) -> None:
+    """After SIGTERM, connections still routed to the pod (endpoint updates lag) are served."""
+    closing = asyncio.create_task(fronted.agent.aclose(grace=5))
+    await _until(lambda: fronted.agent.draining)
+    assert await _ask(fronted.port("app")) == b"origin:GET /"
+    await closing
