@@ -4,8 +4,10 @@ Why a background sender instead of one POST per call: the operator may be unreac
 while (a leader hand-over, a rolling update), and what matters is that the operator ends up
 knowing the *latest* state, not that every intermediate state arrives. So :meth:`report` only
 records the wanted state and wakes the sender, which POSTs the latest state until the operator
-accepts it, backing off exponentially (capped) in between, and repeats it every
-``resend_interval`` so a restarted operator or a re-created record hears it again.
+accepts it, backing off exponentially in between, and repeats it every
+``resend_interval`` so a restarted operator or a re-created record hears it again. The back-off
+is capped at one second: a new leader (after a hand-over or a crash) must hear the current state
+at once, and one small POST a second from each agent while there is none costs nothing.
 
 Usage in the agent::
 
@@ -47,7 +49,7 @@ class StatusReporter:
         token: bytes | str,
         *,
         backoff_start: float = 0.1,
-        backoff_cap: float = 10.0,
+        backoff_cap: float = 1.0,
         resend_interval: float = 30.0,
         timeout: float = 5.0,
     ) -> None:

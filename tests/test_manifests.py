@@ -57,7 +57,7 @@ EXPECTED_CLUSTER_GRANTS = {
     *(("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
     *(("", "secrets", v) for v in ("get", "create", "delete")),
     *(("", "serviceaccounts", v) for v in ("get", "create", "patch", "delete")),
-    *(("", "services", v) for v in ("get", "list", "watch", "patch")),
+    *(("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
     *(("", "pods", v) for v in ("get", "list", "watch")),
     ("", "events", "create"),
     ("", "events", "patch"),

@@ -20,7 +20,13 @@ from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Transport, TunnelTarget
 from kubetunnel.tunnel.bridging import SocketBridge, dial
-from kubetunnel.tunnel.framing import OPEN_OUTBOUND, ErrorCode, ProtocolError, check_target
+from kubetunnel.tunnel.framing import (
+    OPEN_INBOUND,
+    OPEN_OUTBOUND,
+    ErrorCode,
+    ProtocolError,
+    check_target,
+)
 from kubetunnel.tunnel.handshake import (
     REFUSE_BUSY,
     VERSIONS,
@@ -94,6 +100,9 @@ class TunnelClient:
         self._probe_now = asyncio.Event()
         self.connects = 0  # sessions established so far; reconnects are connects - 1
         self._started = False
+        # Set when the CLI is disconnecting: the agent is told "not answering" so that it sends
+        # new connections to the cluster's pods while the open ones finish.
+        self.draining: str | None = None
 
     async def __aenter__(self) -> TunnelClient:
         self.start()
@@ -171,6 +180,27 @@ class TunnelClient:
         server = await loop.create_server(lambda: SocketBridge(opener=opener), host, port)
         self._servers.append(server)
         return server
+
+    def drain(self, reason: str) -> None:
+        """Tell the agent to send new connections to the cluster; open streams carry on."""
+        self.draining = reason
+        self._send_status()
+
+    def inbound_streams(self) -> int:
+        """Connections from the cluster in flight through this tunnel now."""
+        session = self._session
+        if session is None:
+            return 0
+        return sum(1 for s in list(session.streams.values()) if s.kind == OPEN_INBOUND)
+
+    def _send_status(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        if self.draining is not None:
+            session.send_status(False, self.draining)
+        elif self.local_answering is not None:
+            session.send_status(self.local_answering, self.local_reason)
 
     async def aclose(self, grace: float = 0.0) -> None:
         """Stop; with ``grace`` > 0, GOAWAY first and let open streams finish that long."""
@@ -260,8 +290,7 @@ class TunnelClient:
         log.info("tunnel.connected", target=self._target.address or self._target.pod,
                  version=opened.version)
         self._notify(True, "tunnel connected")
-        if self.local_answering is not None:
-            session.send_status(self.local_answering, self.local_reason)
+        self._send_status()
         try:
             reason = await session.run()
         finally:
@@ -298,9 +327,7 @@ class TunnelClient:
             if answering != self.local_answering or reason != self.local_reason:
                 log.info("local.probe", answering=answering, reason=reason)
                 self.local_answering, self.local_reason = answering, reason
-                session = self._session
-                if session is not None:
-                    session.send_status(answering, reason)
+                self._send_status()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._probe_now.wait(), self.options.probe_interval)
 

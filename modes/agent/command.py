@@ -56,11 +56,18 @@ def read_token(path: str) -> bytes:
               help="Base URL of the operator's REST API (status reports).")
 @click.option("--bind-address", type=str, default="0.0.0.0", show_default=True,
               envvar="KUBETUNNEL_BIND_ADDRESS", help="Address every listener binds.")
+@click.option("--origin-address", type=str, default=None, envvar="KUBETUNNEL_ORIGIN_ADDRESS",
+              help="ClusterIP of the Service's own pods (the origin Service): connections the "
+                   "local process cannot take go there instead of being reset.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              envvar="KUBETUNNEL_DRAIN_TIMEOUT",
+              help="On SIGTERM, seconds open connections get to finish.")
 @event_loop_option
 @common_options
 def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file: str | None,
           token_from_env: bool, tunnel_namespace: str | None, tunnel_name: str | None,
-          operator_url: str | None, bind_address: str) -> None:
+          operator_url: str | None, bind_address: str, origin_address: str | None,
+          drain_timeout: float) -> None:
     """Run the tunnel agent (inside the tunnel pod)."""
     if not ports:
         raise click.UsageError("give at least one --port (or KUBETUNNEL_PORTS)")
@@ -72,7 +79,8 @@ def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file
     token = _token_from_env() if token_from_env else _token_or_fail(token_file)
     config = AgentConfig(token=token, ports=tuple(ports), tunnel_port=tunnel_port,
                          health_port=health_port, bind_address=bind_address,
-                         operator_url=operator_url)
+                         operator_url=operator_url, origin_address=origin_address or None,
+                         drain_timeout=drain_timeout)
     record = (tunnel_namespace, tunnel_name) if tunnel_namespace and tunnel_name else None
     run_async(_serve(config, record))
 
@@ -129,7 +137,7 @@ async def _serve(config: AgentConfig, record: tuple[str, str] | None) -> None:
         await stop.wait()
         log.info("agent.stopping")
     finally:
-        await server.aclose(grace=5.0)
+        await server.aclose(grace=config.drain_timeout)
         if reporter is not None:
             # The last report ("down") should reach the operator before we go; not forever.
             with contextlib.suppress(TimeoutError):

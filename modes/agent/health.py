@@ -19,7 +19,8 @@ def make_app(agent: Agent) -> web.Application:
     async def readyz(request: web.Request) -> web.Response:
         up, reason = agent.state()
         body = {"ready": agent.ready, "tunnel": agent.session is not None, "up": up,
-                "reason": reason}
+                "reason": reason, "draining": agent.draining,
+                "connections": agent.counters.as_dict()}
         return web.json_response(body, status=200 if agent.ready else 503)
 
     app = web.Application()

@@ -2,8 +2,10 @@
 connection on them into a stream to the CLI (and each outbound stream from the CLI into a
 connection from inside the cluster).
 
-While no CLI is attached, a connection to a service port is reset at once: a client in the
-cluster then retries (or fails over to another endpoint) instead of hanging on a dead tunnel.
+While no CLI is attached (or its local process does not answer, or it is disconnecting), a
+connection to a service port goes to the Service's own pods through the origin Service
+(:mod:`modes.agent.fronting`); without an origin address it is reset at once, so a client in the
+cluster retries instead of hanging on a dead tunnel.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import ByteStream
-from kubetunnel.tunnel.bridging import SocketBridge, dial
+from kubetunnel.tunnel.bridging import dial
 from kubetunnel.tunnel.framing import (
     OPEN_INBOUND,
     OPEN_OUTBOUND,
@@ -28,8 +31,12 @@ from kubetunnel.tunnel.handshake import Hello, TunnelRefused, server_handshake
 from kubetunnel.tunnel.session import Session, SessionOptions
 from kubetunnel.tunnel.sockets import SocketStream
 from kubetunnel.tunnel.streams import Stream
+from modes.agent.fronting import Counters, Front, FrontConnection
 
 log = get_logger(__name__)
+
+LINGER = 2.0
+"""Seconds a stopping agent (with an origin) keeps accepting connections for the origin."""
 
 StatusCallback = Callable[[bool, str], Awaitable[None]]
 """The operator seam: awaited with (up, reason) whenever "tunnel up AND local process answering"
@@ -50,10 +57,15 @@ class AgentConfig:
     session: SessionOptions = field(default_factory=SessionOptions)
     handshake_timeout: float = 10.0
     dial_timeout: float = 10.0
+    origin_address: str | None = None
+    """ClusterIP of the origin Service (the Service's own pods); None: reset instead."""
+    drain_timeout: float = 10.0
+    """On SIGTERM, how long open connections may take to finish."""
 
     def __repr__(self) -> str:  # the token must never reach a log line
         return (f"AgentConfig(ports={self.ports}, tunnel_port={self.tunnel_port}, "
-                f"bind_address={self.bind_address!r}, operator_url={self.operator_url!r})")
+                f"bind_address={self.bind_address!r}, operator_url={self.operator_url!r}, "
+                f"origin_address={self.origin_address!r})")
 
 
 class _TunnelConnection(SocketStream):
@@ -88,6 +100,9 @@ class Agent:
         self._state_changed = asyncio.Event()
         self.reported: tuple[bool, str] | None = None
         self._hostname = socket.gethostname()
+        self.counters = Counters()
+        self._fronts: list[Front] = []
+        self.draining = False  # stopping: new connections go to the origin, open ones finish
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -117,10 +132,13 @@ class Agent:
             sock = socket.create_server((host, port), family=family, backlog=4096)
             sock.setblocking(False)
             bound = int(sock.getsockname()[1])
+            origin = self.config.origin_address
+            front = Front(self._open_inbound, (origin, bound) if origin else None,
+                          lambda task: self.spawn(task, "agent:origin"), self.counters,
+                          self.config.dial_timeout)
+            self._fronts.append(front)
             server = await loop.create_server(
-                lambda bound=bound: SocketBridge(  # type: ignore[misc]
-                    opener=lambda: self._open_inbound(bound)
-                ),
+                lambda front=front, bound=bound: FrontConnection(front, bound),  # type: ignore[misc]
                 sock=sock,
             )
             self._servers.append(server)
@@ -132,15 +150,25 @@ class Agent:
         self.tunnel_address = server.sockets[0].getsockname()[:2]
 
     async def aclose(self, grace: float = 0.0) -> None:
-        """Stop accepting; with ``grace`` > 0 let the CLI's open streams finish (GOAWAY)."""
+        """Stop; with ``grace`` > 0 drain first: new connections go to the origin (when there is
+        one) while the CLI's open streams and the origin relays get ``grace`` seconds to end."""
         self.ready = False
-        for server in self._servers:
-            server.close()
+        self.draining = True
+        self._state_changed.set()  # the operator hears "down" now, not at the end of the drain
+        if self.config.origin_address is None or grace <= 0:
+            for server in self._servers:
+                server.close()
         session = self.session
         if session is not None and grace > 0:
             session.goaway("the agent is stopping")
+        if grace > 0:
+            # Connections keep arriving for a moment after SIGTERM (endpoint updates take time
+            # to reach every node): with an origin to send them to, keep accepting a while.
+            linger = min(LINGER, grace) if self.config.origin_address is not None else 0.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.wait_closed(), grace)
+                await asyncio.wait_for(self._drained(time.monotonic() + linger), grace)
+        for server in self._servers:
+            server.close()
         if session is not None:
             await session.aclose("the agent is stopping")
         # Let the tunnel handler finish closing its connection before cancelling what is left
@@ -159,8 +187,18 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for front in self._fronts:
+            front.abort_all()
         for server in self._servers:
             await server.wait_closed()
+
+    async def _drained(self, not_before: float) -> None:
+        while True:
+            session = self.session
+            if (session is None or session.closed or not session.streams) \
+                    and self.counters.open_origin <= 0 and time.monotonic() >= not_before:
+                return
+            await asyncio.sleep(0.05)
 
     def spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -217,8 +255,11 @@ class Agent:
         log.info("tunnel.detached", client=hello.client, reason=reason)
 
     def _open_inbound(self, port: int) -> Stream | None:
+        """A stream to the laptop, or None: this connection goes to the origin (or is reset)."""
         session = self.session
-        if session is None or session.closed:
+        if session is None or session.closed or self.draining:
+            return None
+        if not self.local_answering and self.config.origin_address is not None:
             return None
         try:
             return session.open_stream(OPEN_INBOUND, port)
@@ -245,6 +286,8 @@ class Agent:
         """(up, reason): up means a CLI is attached AND its local process answers."""
         if self.session is None:
             return False, "no CLI attached"
+        if self.draining:
+            return False, "the agent is stopping"
         if not self.local_answering:
             return False, self.local_reason
         return True, f"tunnel up ({self.client or 'CLI'}); {self.local_reason}"

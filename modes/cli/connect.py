@@ -28,7 +28,9 @@ from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
 from kubetunnel.records import TunnelRecord, check_dns_label, now
 from kubetunnel.registry import get_registry
 from modes.cli import cluster
+from modes.cli.draining import DEFAULT_DRAIN_TIMEOUT, drain
 from modes.cli.launching import CommandAfterDashes, LocalSession, command_after_dashes
+from modes.cli.liveline import Observed, RecordFollower, Switches, describe, route
 from modes.cli.localenv import LocalOptions, local_options
 from modes.cli.options import KubeOptions, kube_options
 from modes.cli.ports import PortMappingType, PortRequest, resolve_ports
@@ -59,6 +61,7 @@ class Settings:
     address: str | None = None
     no_hosts: bool = False
     identity: str = field(default_factory=client_identity)
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 @click.command(cls=CommandAfterDashes)
@@ -88,6 +91,10 @@ class Settings:
               show_default=True, help="Seconds to wait for the tunnel pod.")
 @click.option("--start-timeout", type=click.FloatRange(min=1), default=60, show_default=True,
               help="Seconds for the -- COMMAND to listen on its ports.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=DEFAULT_DRAIN_TIMEOUT,
+              show_default=True,
+              help="On Ctrl-C or disconnect: seconds that requests in flight get to finish, "
+                   "after the Service is restored and before the tunnel closes.")
 @local_options
 @event_loop_option
 @store_option
@@ -96,8 +103,8 @@ class Settings:
 def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], local_host: str,
             transport: str, address: str | None, tls_ca: str | None, forward: bool,
             hosts_file: str | None, no_hosts: bool, wait_local: bool, lease_ttl: int,
-            operator_namespace: str, pod_timeout: float, store: str, local: LocalOptions,
-            start_timeout: float) -> None:
+            operator_namespace: str, pod_timeout: float, drain_timeout: float, store: str,
+            local: LocalOptions, start_timeout: float) -> None:
     """Send the cluster's traffic for SERVICE to a process on this machine.
 
     After '--', the local process to run with the environment (and, with --mount, the config
@@ -114,7 +121,7 @@ def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], loc
         raise click.UsageError("--hosts-file and --no-hosts exclude each other")
     settings = Settings(service, ports, local_host, transport, store, operator_namespace,
                         lease_ttl, wait_local, forward, hosts_file, pod_timeout, tls_ca, address,
-                        no_hosts)
+                        no_hosts, drain_timeout=drain_timeout)
     command = command_after_dashes()
     settings.wait_local = wait_local or bool(command)  # the process may take its time to listen
     connection = Connection(kube, settings)
@@ -132,6 +139,7 @@ class Connection:
         self.s = settings
         self.progress = Progress()
         self.stop = asyncio.Event()
+        self.forced = asyncio.Event()  # a second Ctrl-C: stop draining
         self.stop_reason = ""
         self._trouble: str | None = None  # the operator's reconcile error last shown
         self.local: LocalSession | None = None  # the -- COMMAND, --env-file, --mount
@@ -156,6 +164,9 @@ class Connection:
             self._request_stop(f"received {sig.name}")
 
     def _request_stop(self, reason: str) -> None:
+        if self.stop.is_set():
+            self.forced.set()
+            return
         self.stop_reason = reason
         self.stop.set()
 
@@ -190,6 +201,8 @@ class Connection:
                                        [m.local_port for m in mappings], self._request_stop,
                                        self.stop)
             await self._serve(store, record, tunnel)
+            await drain(tunnel, store, record, self.s.drain_timeout, self.progress, self.forced,
+                        f"the CLI is disconnecting ({self.stop_reason or 'stopped'})")
         finally:
             if self.local is not None:
                 await self.local.aclose()
@@ -350,23 +363,31 @@ class Connection:
         if self.stop.is_set():
             return
         self.progress.step(f"local process answering on {local}")
+        follower = RecordFollower(store, record)
+        follower.start()
+        try:
+            await self._follow(record, tunnel, follower, local)
+        finally:
+            await follower.aclose()
+        self.progress.done()
+
+    async def _follow(self, record: TunnelRecord, tunnel: Any, follower: RecordFollower,
+                      local: str) -> None:
+        """The live line, until stopped: every 100 ms, and at once when the record changes."""
         switched = False
-        last_switch = "-"
         answering = True
+        switches = Switches()
+        up_since: float | None = None
         while not self.stop.is_set():
-            current = await store.get(record.namespace, record.name)
-            if current is None or current.deleting:
+            current = follower.current
+            if follower.gone or current is None or current.deleting:
                 self._request_stop("the tunnel was ended from elsewhere")
                 break
             self._show_trouble(current)
-            if current.status.connected != switched:
-                switched = current.status.connected
-                last_switch = time.strftime("%H:%M:%S")
-                if switched:
-                    self.progress.step(f"traffic switched: Service {record.namespace}/"
-                                       f"{record.service} -> {local}")
-                else:
-                    self.progress.note(f"traffic back to the cluster ({tunnel.local_reason})")
+            if current.status.connected and not switched:
+                self.progress.step(f"traffic switched: Service {record.namespace}/"
+                                   f"{record.service} -> {local}")
+            switched = current.status.connected
             if tunnel.local_answering is not None and tunnel.local_answering != answering:
                 answering = tunnel.local_answering
                 if answering:
@@ -377,19 +398,34 @@ class Connection:
             failure = tunnel.failure
             if failure is not None:
                 raise failure
+            wants_up = bool(tunnel.connected and tunnel.local_answering)
+            up_since = (up_since or time.monotonic()) if wants_up else None
+            seen = Observed(
+                tunnel_up=tunnel.connected, answering=tunnel.local_answering,
+                draining=tunnel.draining is not None, switched=switched,
+                agent_ready=_condition(current, "AgentReady"),
+                agent_reported_up=_condition(current, "AgentConnected") is True,
+                up_for=time.monotonic() - up_since if up_since is not None else 0.0)
+            where = route(seen)
+            change = switches.update(where)
+            if change is not None:
+                self.progress.note(change)
             session = tunnel.session
             streams = len(session.streams) if session is not None else 0
             to_local = _size(session.bytes_received) if session is not None else "0 B"
             from_local = _size(session.bytes_sent) if session is not None else "0 B"
-            state = "local" if switched and answering else "cluster"
             self.progress.live(
-                f"  traffic -> {state} | tunnel {'up' if tunnel.connected else 'reconnecting'}"
-                f" | streams open {streams} | to local {to_local}, from local {from_local}"
-                f" | last switch {last_switch}"
+                f"  traffic -> {describe(*where)} | tunnel "
+                f"{'up' if tunnel.connected else 'reconnecting'} | streams open {streams}"
+                f" | to local {to_local}, from local {from_local}"
+                f" | last switch {switches.last_change}"
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), 0.25)
-        self.progress.done()
+            follower.changed.clear()
+            waiters = {asyncio.ensure_future(self.stop.wait()),
+                       asyncio.ensure_future(follower.changed.wait())}
+            await asyncio.wait(waiters, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _cleanup(self, client: Any, store: Store, record: TunnelRecord) -> None:
         """Delete the record and wait until the operator restored the Service (finalizer)."""
@@ -407,6 +443,11 @@ class Connection:
             await asyncio.sleep(0.1)
         self.progress.step(f"disconnected: Service {record.namespace}/{record.service} restored"
                            + (f" ({self.stop_reason})" if self.stop_reason else ""))
+
+
+def _condition(record: TunnelRecord, kind: str) -> bool | None:
+    found = next((c for c in record.status.conditions if c.type == kind), None)
+    return None if found is None else found.status == "True"
 
 
 def _size(count: int) -> str:

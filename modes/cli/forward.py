@@ -83,6 +83,9 @@ class Forwarder:
                     continue
                 if (namespace, svc["metadata"]["name"]) in self.exclude:
                     continue
+                labels = svc["metadata"].get("labels") or {}
+                if labels.get("we-dcode-app") == "kubetunnel":
+                    continue  # a tunnel's origin Service: KubeTunnel's plumbing, not the app's
                 entry = Forwarded(
                     namespace, svc["metadata"]["name"], spec.get("clusterIP", ""), "",
                     tuple((p["port"], p.get("targetPort", p["port"]), p.get("name"))

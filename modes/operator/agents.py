@@ -13,7 +13,7 @@ from kubetunnel.kube import MERGE_PATCH, ApiError, KubeClient, resource_path
 from kubetunnel.logging import get_logger
 from kubetunnel.records import TunnelRecord
 from modes.operator import objects
-from modes.operator.objects import RECORD_UID, SPEC_HASH, TUNNEL_LABEL, object_name
+from modes.operator.objects import RECORD_UID, SPEC_HASH, TUNNEL_LABEL, object_name, origin_name
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ class Held(KubetunnelError):
         self.tunnel = tunnel
 
 
-def _check_holder(obj: dict[str, Any], record: TunnelRecord) -> None:
+def check_holder(obj: dict[str, Any], record: TunnelRecord) -> None:
     labelled = ((obj.get("metadata") or {}).get("labels") or {}).get(TUNNEL_LABEL)
     if labelled is not None and labelled != record.name:
         raise Held(str(labelled))
@@ -60,7 +60,7 @@ async def delete_if_present(client: KubeClient, path: str) -> bool:
     return True
 
 
-def _ours(obj: dict[str, Any], record: TunnelRecord) -> bool:
+def ours(obj: dict[str, Any], record: TunnelRecord) -> bool:
     meta = obj.get("metadata") or {}
     return (meta.get("annotations") or {}).get(RECORD_UID) == record.uid
 
@@ -72,8 +72,8 @@ async def ensure_account(client: KubeClient, record: TunnelRecord, owner: Any) -
     if current is None:
         await _create(client, account_path(record.namespace), desired)
         return
-    _check_holder(current, record)
-    if not _ours(current, record) or current.get("automountServiceAccountToken") is not False:
+    check_holder(current, record)
+    if not ours(current, record) or current.get("automountServiceAccountToken") is not False:
         patch = {"metadata": {k: desired["metadata"][k]
                               for k in ("labels", "annotations", "ownerReferences")
                               if k in desired["metadata"]},
@@ -86,9 +86,9 @@ async def ensure_secret(client: KubeClient, record: TunnelRecord, owner: Any) ->
     path = secret_path(record.namespace, object_name(record))
     current = await get_or_none(client, path)
     if current is not None:
-        _check_holder(current, record)
+        check_holder(current, record)
         token = objects.token_of(current)
-        if token and _ours(current, record):
+        if token and ours(current, record):
             return token
         # A Secret left by an earlier record of the same name, or emptied by hand. There is no
         # update on Secrets in our RBAC (least privilege): replace it by delete + create.
@@ -110,8 +110,8 @@ async def ensure_deployment(
         log.info("tunnel.deployment_created", namespace=record.namespace, tunnel=record.name,
                  deployment=object_name(record))
         return
-    _check_holder(current, record)
-    if not _ours(current, record):
+    check_holder(current, record)
+    if not ours(current, record):
         # Same tunnel name, earlier record (deleted and re-created): start from scratch.
         await delete_if_present(client, path)
         await _create(client, deployment_path(record.namespace), desired)
@@ -157,7 +157,8 @@ async def remove_all(client: KubeClient, record: TunnelRecord) -> list[str]:
     name = object_name(record)
     removed = []
     for path in (deployment_path(record.namespace, name), secret_path(record.namespace, name),
-                 account_path(record.namespace, name)):
+                 account_path(record.namespace, name),
+                 resource_path("v1", "services", record.namespace, origin_name(record))):
         current = await get_or_none(client, path)
         if current is None:
             continue

@@ -29,12 +29,15 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
     name = "duration"
 
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> float:
         if isinstance(value, int | float):
             return float(value)
         match = _DURATION.match(str(value))
-        if not match or float(match.group(1)) <= 0:
+        if not match or (float(match.group(1)) <= 0 and not self.allow_zero):
             self.fail(f"{value!r} is not a positive duration like 60s, 2m or 500ms", param, ctx)
         return float(match.group(1)) * _UNITS[match.group(2)]
 
@@ -72,8 +75,9 @@ def _default_image() -> str:
               help="URL the agents report to (default: http://<operator Service ClusterIP>:80).")
 @click.option("--resync", type=Duration(), default="30s", show_default=True,
               help="Look at every tunnel and tunneled Service again this often.")
-@click.option("--agent-grace", type=Duration(), default="10s", show_default=True,
-              help="How long a tunnel pod may be gone or unready before its Service is restored.")
+@click.option("--agent-grace", type=Duration(allow_zero=True), default="0s", show_default=True,
+              help="How long a tunnel pod may be gone or unready before its Service is restored "
+                   "(0: at once).")
 @click.option("--leader-election/--no-leader-election", default=True, show_default=True,
               help="Elect a leader through a Lease (keep on unless exactly one replica runs).")
 @click.option("--manage-network-policies", is_flag=True, default=False,

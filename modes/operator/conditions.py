@@ -11,7 +11,8 @@ from kubetunnel.records import Condition, TunnelStatus, now
 ACCEPTED = "Accepted"
 """False when the record cannot be served (Service missing, already tunneled, no selector)."""
 AGENT_READY = "AgentReady"
-"""The agent pod is Ready; its lastTransitionTime starts the grace period when it is not."""
+"""The agent pod is Ready; its lastTransitionTime starts the grace period (if one is set) when
+it is not."""
 AGENT_CONNECTED = "AgentConnected"
 """The agent's last report: a CLI is attached and the local process answers."""
 SWITCHED = "SelectorSwitched"
@@ -24,6 +25,11 @@ Status = Literal["True", "False", "Unknown"]
 
 def find(status: TunnelStatus, kind: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == kind), None)
+
+
+def message(status: TunnelStatus, kind: str) -> str:
+    found = find(status, kind)
+    return found.message if found is not None else ""
 
 
 def is_true(status: TunnelStatus, kind: str) -> bool:

@@ -29,7 +29,9 @@ class LeaderElector:
                  duration: float = 15.0) -> None:
         self.client, self.namespace, self.name, self.identity = client, namespace, name, identity
         self.duration = duration
-        self.retry = max(duration / 5, 0.2)
+        # A standby looks this often: a released Lease (a SIGTERMed leader) is taken within it.
+        # client-go's 2 s is tuned for thousands of controllers; one GET a second is nothing.
+        self.retry = min(max(duration / 5, 0.2), 1.0)
         self.leading = False
         self._observed: tuple[str, str] | None = None
         self._observed_at = 0.0

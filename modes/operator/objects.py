@@ -31,6 +31,16 @@ def object_name(record: TunnelRecord) -> str:
     return f"kubetunnel-{record.service}"[:63].rstrip("-")
 
 
+def origin_name(record: TunnelRecord) -> str:
+    """The Service with the original selector that the agent falls back to."""
+    return origin_of(object_name(record))
+
+
+def origin_of(name: str) -> str:
+    """The origin Service's name for the objects named ``name`` (a DNS label: 63 at most)."""
+    return f"{name[:56].rstrip('-')}-origin"
+
+
 def tunnel_labels(record: TunnelRecord) -> dict[str, str]:
     """The agent pod's labels; also the Service selector while the tunnel is switched in."""
     return {APP_LABEL: APP_VALUE, TUNNEL_LABEL: record.name}
@@ -106,6 +116,7 @@ def deployment(
     image: str,
     operator_url: str,
     ports: AgentPorts,
+    origin_address: str | None = None,
 ) -> dict[str, Any]:
     labels = tunnel_labels(record)
     name = object_name(record)
@@ -123,6 +134,10 @@ def deployment(
         {"name": "KUBETUNNEL_TUNNEL_NAMESPACE",
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    if origin_address:
+        # By ClusterIP, like the operator URL: no DNS needed, and the address never changes for
+        # the Service's life.
+        env.append({"name": "KUBETUNNEL_ORIGIN_ADDRESS", "value": origin_address})
     container_ports = [
         {"name": TUNNEL_PORT_NAME, "containerPort": ports.tunnel, "protocol": "TCP"},
         {"name": HEALTH_PORT_NAME, "containerPort": ports.health, "protocol": "TCP"},
@@ -185,3 +200,22 @@ def deployment(
 def spec_hash(spec: dict[str, Any]) -> str:
     """What the Deployment was last written from: drift shows as a different hash."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def origin_service(record: TunnelRecord, owner: dict[str, Any] | None, selector: dict[str, str],
+                   ports: AgentPorts, targets: dict[int, int | str]) -> dict[str, Any]:
+    """``kubetunnel-<service>-origin``: the Service's own pods, whatever its selector points at.
+
+    The agent dials it when the developer's process cannot take a connection, so a failback
+    never waits for the operator. Port N of the origin leads to the pods' port that the Service's
+    target port N names: the agent keeps the port number it accepted the connection on.
+    """
+    meta = metadata(record, owner)
+    meta["name"] = origin_name(record)
+    service_ports = [
+        {"name": f"port-{number}", "port": number, "protocol": "TCP",
+         "targetPort": targets.get(number, number)}
+        for number, _ in ports.service
+    ]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": service_ports}}

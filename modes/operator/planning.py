@@ -22,12 +22,27 @@ class Planner:
         self._operator_url: str | None = settings.operator_url
 
     async def deployment(self, record: TunnelRecord, service: selectors.ServiceView,
-                         owner: dict[str, Any] | None) -> dict[str, Any]:
+                         owner: dict[str, Any] | None, origin_address: str | None = None
+                         ) -> dict[str, Any]:
         targets = await self.target_ports(record, service)
         return objects.deployment(
             record, owner, image=self.settings.agent_image,
             operator_url=await self.operator_url(), ports=objects.AgentPorts.plan(targets),
+            origin_address=origin_address,
         )
+
+    async def origin(self, record: TunnelRecord, service: selectors.ServiceView,
+                     owner: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The origin Service as it should be; None when the original selector is unknown."""
+        selector = service.original if service.tunnel == record.name else service.selector
+        if not selector or selector == objects.tunnel_labels(record):
+            return None
+        targets = await self.target_ports(record, service)
+        by_number: dict[int, int | str] = {}
+        for (number, name), mapping in zip(targets, record.ports, strict=True):
+            by_number.setdefault(number, name or int(mapping.target_port or number))
+        return objects.origin_service(record, owner, selector, objects.AgentPorts.plan(targets),
+                                      by_number)
 
     async def target_ports(self, record: TunnelRecord, service: selectors.ServiceView
                            ) -> list[tuple[int, str | None]]:

@@ -18,7 +18,7 @@ from kubetunnel.kube import ApiError, KubeClient
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Store
 from kubetunnel.records import RECONCILED, TunnelRecord, TunnelStatus, now
-from modes.operator import agents, conditions, objects, selectors
+from modes.operator import agents, conditions, objects, origins, selectors
 from modes.operator.conditions import ACCEPTED, AGENT_CONNECTED, AGENT_READY, SWITCHED
 from modes.operator.events import Recorder
 from modes.operator.metrics import Metrics
@@ -125,8 +125,8 @@ class Reconciler:
                                                "ServiceAlreadyTunneled", message)
             await self.write_status(record, replace(status, phase="Failed"), failed=message)
             return None
-        status, wake = self.agent_state(record, status)
-        record, status = await self.converge_selector(record, service, status)
+        status, wake, alive = self.agent_state(record, status)
+        record, status = await self.converge_selector(record, service, status, alive)
         await self.write_status(record, self.phase(status))
         return wake
 
@@ -135,7 +135,8 @@ class Reconciler:
         while nothing about it changed: reports must not wait for three needless GETs. A missing
         agent pod always sends us to look at the Deployment."""
         key, ttl = record_key(record), self.settings.resync
-        desired = await self.planner.deployment(record, service, self.owner(record))
+        origin = await self.ensure_origin(record, service)
+        desired = await self.planner.deployment(record, service, self.owner(record), origin)
         if not self.state.recently_ensured(key, f"account:{record.uid}", ttl):
             await agents.ensure_account(self.client, record, self.owner(record))
             self.state.mark_ensured(key, f"account:{record.uid}")
@@ -148,8 +149,28 @@ class Reconciler:
         await agents.ensure_deployment(self.client, record, desired)
         self.state.mark_ensured(key, mark)
 
+    async def ensure_origin(self, record: TunnelRecord, service: selectors.ServiceView
+                            ) -> str | None:
+        """The origin Service's ClusterIP, for the agent's environment (it falls back there)."""
+        desired = await self.planner.origin(record, service, self.owner(record))
+        if desired is None:
+            return None
+        key = record_key(record)
+        mark = f"origin:{record.uid}:{objects.spec_hash(desired['spec'])}"
+        cached = self.state.origins.get(key)
+        if cached is not None and self.state.recently_ensured(key, mark, self.settings.resync):
+            return cached
+        address = await origins.ensure_origin(self.client, record, desired)
+        if address is not None:
+            self.state.origins[key] = address
+            self.state.mark_ensured(key, mark)
+        return address
+
     def agent_state(self, record: TunnelRecord, status: TunnelStatus
-                    ) -> tuple[TunnelStatus, float | None]:
+                    ) -> tuple[TunnelStatus, float | None, bool]:
+        """The AgentReady condition, when to look again, and whether the agent counts as alive:
+        Ready, or not Ready for less than the grace period (none by default: the pod watch
+        tells us at once, and the Service must not point at a pod that cannot answer)."""
         pods = self.state.agent_pods(record_key(record))
         ready = [p for p in pods if pod_ready(p)]
         chosen = (ready or pods)[0] if (ready or pods) else None
@@ -158,19 +179,15 @@ class Reconciler:
             self.state.unready.pop(record_key(record), None)
             status = conditions.with_condition(status, AGENT_READY, "True", "PodReady",
                                                f"agent pod {status.agent_pod} is Ready")
-            return status, None
-        reason, message = (("PodNotReady", f"agent pod {status.agent_pod} is not Ready yet")
-                           if chosen else ("PodMissing", "no agent pod exists yet"))
+            return status, None, True
+        reason, message = (("PodNotReady", f"agent pod {status.agent_pod} is not Ready")
+                           if chosen else ("PodMissing", "no agent pod exists"))
         status = conditions.with_condition(status, AGENT_READY, "False", reason, message)
+        if self.settings.agent_grace <= 0:
+            return status, None, False
         waited = (now() - self.unready_since(record, status)).total_seconds()
         grace_left = self.settings.agent_grace - waited
-        if grace_left <= 0 and conditions.is_true(status, AGENT_CONNECTED):
-            # The agent cannot report any more: its pod is gone. Treat as disconnected.
-            status = conditions.with_condition(
-                status, AGENT_CONNECTED, "False", "AgentPodLost",
-                f"the agent pod has not been Ready for {waited:.0f}s",
-            )
-        return status, (grace_left + 0.05 if grace_left > 0 else None)
+        return status, (grace_left + 0.05 if grace_left > 0 else None), grace_left > 0
 
     def unready_since(self, record: TunnelRecord, status: TunnelStatus) -> datetime:
         """When the agent pod stopped being Ready, as precisely as we know.
@@ -189,7 +206,8 @@ class Reconciler:
         return max(seen, heard) if heard is not None else seen
 
     async def converge_selector(self, record: TunnelRecord, service: selectors.ServiceView,
-                                status: TunnelStatus) -> tuple[TunnelRecord, TunnelStatus]:
+                                status: TunnelStatus, alive: bool = True
+                                ) -> tuple[TunnelRecord, TunnelStatus]:
         """Swap or restore as the record and the agent's report want; returns the record (it
         may have been written) and the status to write."""
         tunnel_selector = objects.tunnel_labels(record)
@@ -215,17 +233,21 @@ class Reconciler:
             self.metrics.switches.labels("kept").inc()
             await self.recorder.emit(record, "SelectorRestored", message, "Warning")
             return record, status
-        keep = agent_connected and not overridden
+        keep = agent_connected and not overridden and alive
         if ours and not keep:
             outcome = await selectors.restore(self.client, service, record.name, tunnel_selector)
             if outcome == "retry":
                 raise Retry(f"Service {record.service} changed meanwhile")
             self.metrics.switches.labels("restore").inc()
+            why = ("" if alive or not agent_connected
+                   else f" (the agent pod is not Ready: {conditions.message(status, AGENT_READY)})")
             await self.recorder.emit(record, "SelectorRestored",
-                                     f"Service {record.service} selects {service.original} again")
+                                     f"Service {record.service} selects {service.original} again"
+                                     + why)
             return record, conditions.with_condition(
                 replace(status, connected=False, connected_since=None),
-                SWITCHED, "False", "Restored", f"Service {record.service} uses its own pods")
+                SWITCHED, "False", "AgentPodLost" if why else "Restored",
+                f"Service {record.service} uses its own pods{why}")
         if not ours and keep and pod_is_ready:
             if not await selectors.switch(self.client, service, record.name, tunnel_selector):
                 raise Retry(f"Service {record.service} changed meanwhile")
@@ -351,5 +373,6 @@ class Reconciler:
             name = deployment["metadata"]["name"]
             for path in (agents.deployment_path(namespace, name),
                          agents.secret_path(namespace, name),
-                         agents.account_path(namespace, name)):
+                         agents.account_path(namespace, name),
+                         origins.origin_path(namespace, objects.origin_of(name))):
                 await agents.delete_if_present(self.client, path)

@@ -23,8 +23,10 @@ class OperatorSettings:
     operator_service: str = OPERATOR_SERVICE
     resync: float = 30.0
     """Every record and every annotated Service is looked at again this often."""
-    agent_grace: float = 10.0
-    """How long an agent pod may be gone or unready before the selector is restored."""
+    agent_grace: float = 0.0
+    """How long an agent pod may be gone or unready before the selector is restored. None by
+    default: a Service pointing at a pod that cannot answer is an outage, and the pod watch says
+    so at once."""
     workers: int = 16
     backoff_cap: float = 30.0
     """Longest wait before retrying a record whose reconcile keeps failing."""

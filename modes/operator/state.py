@@ -44,6 +44,7 @@ class State:
         self.ensured: dict[tuple[Key, str], float] = {}
         self.unready: dict[Key, datetime] = {}  # agent pods seen not Ready, since when
         self.heard: dict[Key, datetime] = {}  # last authenticated report from each agent
+        self.origins: dict[Key, str] = {}  # each record's origin Service ClusterIP
 
     # -- records -------------------------------------------------------------------------------
     def put_record(self, record: TunnelRecord) -> None:
@@ -56,6 +57,7 @@ class State:
             self._token_owners.pop(_digest(entry[1]), None)
         self.unready.pop(key, None)
         self.heard.pop(key, None)
+        self.origins.pop(key, None)
         for ensured in [k for k in self.ensured if k[0] == key]:
             del self.ensured[ensured]
 

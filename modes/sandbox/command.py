@@ -97,11 +97,14 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
               callback=lambda ctx, param, value: _loopback_network(value, param),
               help="Loopback range for pod IPs (default: 127.1.0.0/16, or a free "
               "127.N.128.0/17 while another sandbox holds that).")
+@click.option("--faults", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
+              help="Chaos runs: a JSON file (re-read when it changes) of API errors and watch "
+                   "ends to inject for some users; see modes/sandbox/faults.py. Off by default.")
 @handles_errors
 def up(
     kubeconfig: pathlib.Path, port: int, host: str, watch_history: int,
     kubetunnel_images: tuple[str, ...], node: bool, control_plane: str,
-    service_cidr: str | None, pod_cidr: str | None,
+    service_cidr: str | None, pod_cidr: str | None, faults: pathlib.Path | None,
 ) -> None:
     """Serve the API in the foreground until SIGINT or SIGTERM."""
     from modes.sandbox.claims import KubeconfigClaim, claim_ranges
@@ -110,6 +113,9 @@ def up(
     if control_plane == "real":
         if not node:
             raise click.UsageError("--no-node applies to --control-plane builtin only")
+        if faults is not None:
+            # The faults are injected by the builtin server's request handling.
+            raise click.UsageError("--faults applies to --control-plane builtin only")
         with KubeconfigClaim(kubeconfig) as claimed:
             run_async(serve_real(kubeconfig=claimed, host=host, port=port,
                                  kubetunnel_images=kubetunnel_images))
@@ -128,7 +134,7 @@ def up(
             pod_cidr = pod_cidr or ranges.pod_cidr
         run_async(serve(kubeconfig=claim, host=host, port=port, history=watch_history,
                         kubetunnel_images=kubetunnel_images, node=node,
-                        service_cidr=service_cidr, pod_cidr=pod_cidr))
+                        service_cidr=service_cidr, pod_cidr=pod_cidr, faults=faults))
 
 
 def _loopback_network(value: str | None, param: click.Parameter) -> str | None:

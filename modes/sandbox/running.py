@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import pathlib
 import signal
 import sys
 from typing import Any
@@ -57,11 +58,16 @@ async def serve(
     node: bool = True,
     service_cidr: str | None = None,
     pod_cidr: str | None = None,
+    faults: pathlib.Path | None = None,
 ) -> None:
     from modes.sandbox.node.proxy import privileged_ports_note
     from modes.sandbox.node.wiring import start_node
 
     sandbox = Sandbox(history=history, service_cidr=service_cidr)
+    if faults is not None:
+        from modes.sandbox.faults import FaultInjector
+
+        sandbox.faults = FaultInjector(faults)
     runner = web.AppRunner(
         sandbox.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
     )

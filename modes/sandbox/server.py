@@ -26,6 +26,7 @@ from modes.sandbox.authorization import (
 from modes.sandbox.crds import CrdController
 from modes.sandbox.endpoints import Endpoints
 from modes.sandbox.errors import ApiError, method_not_allowed, page_not_found, unauthorized
+from modes.sandbox.faults import FaultInjector
 from modes.sandbox.resources import Target
 from modes.sandbox.storage import Store
 from modes.sandbox.tokens import TokenIssuer
@@ -82,6 +83,7 @@ class Sandbox:
         self.issuer = TokenIssuer(self.tokens, self.endpoints)
         self.endpoints.subresources[("", "serviceaccounts", "token")] = self.issuer.serve
         self.address = ""
+        self.faults: FaultInjector | None = None
         ns_rt = self.store.registry.get("", "namespaces")
         assert ns_rt is not None
         for name in INITIAL_NAMESPACES:
@@ -113,6 +115,8 @@ class Sandbox:
                 if user is None or self.issuer.expired(token):
                     raise unauthorized()
                 CURRENT_USER.set(User.named(user))
+                if self.faults is not None:  # chaos runs only (sandbox up --faults)
+                    request = self.faults.apply(request, user)
             return await handler(request)
         except ApiError as exc:
             if exc.code >= 500:

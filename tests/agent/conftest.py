@@ -102,7 +102,9 @@ class Stack:
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def make_stack(kind: str, hub: loopback.LoopbackHub, **handlers: Handler) -> Stack:
+async def make_stack(kind: str, hub: loopback.LoopbackHub, origin: str | None = None,
+                     **handlers: Handler) -> Stack:
+    """``origin``: the agent's origin address (the tests bind their origin servers there)."""
     servers = {name: await asyncio.start_server(handler, "127.0.0.1", 0)
                for name, handler in handlers.items()}
     statuses: list[tuple[bool, str]] = []
@@ -112,7 +114,8 @@ async def make_stack(kind: str, hub: loopback.LoopbackHub, **handlers: Handler) 
 
     agent = Agent(AgentConfig(token=TOKEN.encode(), ports=tuple(0 for _ in servers),
                               tunnel_port=0, health_port=None, bind_address="127.0.0.1",
-                              session=FAST.session, handshake_timeout=2),
+                              session=FAST.session, handshake_timeout=2,
+                              origin_address=origin, dial_timeout=2),
                   on_status=on_status)
     await agent.start()
     if kind == "loopback":

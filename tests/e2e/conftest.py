@@ -230,6 +230,6 @@ def selector(kubectl: Run, namespace: str, service: str) -> dict[str, Any]:
 
 
 def tunnel_objects(kubectl: Run, namespace: str) -> list[str]:
-    out = kubectl("-n", namespace, "get", "kubetunnels,deployments,secrets,serviceaccounts",
-                  "-o", "name")
+    out = kubectl("-n", namespace, "get",
+                  "kubetunnels,deployments,secrets,serviceaccounts,services", "-o", "name")
     return sorted(line for line in out.stdout.split() if "kubetunnel" in line)

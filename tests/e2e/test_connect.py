@@ -47,6 +47,8 @@ def test_intercept_failback_return_and_ctrl_c(
     failback = wait_for(lambda: ask(ip).startswith("orders-"), 1.0, "failback to the cluster")
     assert ask(ip).startswith("orders-")
     session.wait_line("traffic goes back to the cluster")
+    # Said with its time and its reason: the agent sends new connections to the Service's pods.
+    session.wait_line("traffic -> cluster via agent (local process down)")
 
     local.start()
     wait_for(lambda: ask(ip) == "local:orders", 2.0, "traffic coming back to the local server")

@@ -27,12 +27,14 @@ class OperatorProcess:
         self.proc, self.api_port = proc, api_port
 
 
-async def _start(sandbox: Sandbox, namespace: str, store: str) -> OperatorProcess:
+async def _start(sandbox: Sandbox, namespace: str, store: str,
+                 *leader: str) -> OperatorProcess:
+    """``leader``: extra flags for leader election (default: none, one replica)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "modes", "operator", "--kubeconfig", str(sandbox.kubeconfig),
         # The default, cluster-wide: other tests' namespaces are in the same sandbox.
         "--watch-namespaces", "all", "--store", store, "--api-port", "0",
-        "--health-port", "0", "--resync", "2s", "--no-leader-election",
+        "--health-port", "0", "--resync", "2s", *(leader or ("--no-leader-election",)),
         "--log-format", "json",
         cwd=cluster.ROOT, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -107,6 +109,25 @@ async def test_killed_operator_restarted_converges(
         await cluster.eventually(restored)
     finally:
         assert await _stop(second, signal.SIGTERM) == 0
+
+
+async def test_sigterm_releases_the_leader_lease(
+    client: KubeClient, store: Store, namespace: str, sandbox: Sandbox
+) -> None:
+    """A stopping leader hands its Lease back, so the next replica acts at once instead of
+    waiting out the Lease duration."""
+    kind = type(store).__name__.lower().removesuffix("store")
+    op = await _start(sandbox, namespace, kind, "--leader-election", "--namespace", namespace,
+                      "--watch-namespaces", namespace)
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/kubetunnel-operator"
+    try:
+        lease = await client.get(path)
+        assert lease["spec"]["holderIdentity"]
+    finally:
+        assert await _stop(op, signal.SIGTERM) == 0
+    lease = await client.get(path)
+    assert not lease["spec"].get("holderIdentity")
+    assert lease["spec"]["leaseDurationSeconds"] == 1
 
 
 def test_duration_and_namespace_options() -> None:

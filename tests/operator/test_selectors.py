@@ -151,7 +151,28 @@ async def test_agent_pod_lost_restores_after_grace(
     await _until(store, namespace, "not r.status.connected", timeout=8)
     assert now() - started >= timedelta(seconds=0.9)  # the grace period was honoured
     assert await cluster.selector_of(client, namespace, "orders") == APP
-    await _until(store, namespace, "find(r.status, 'AgentConnected').reason == 'AgentPodLost'")
+    await _until(store, namespace, "find(r.status, 'SelectorSwitched').reason in "
+                 "('AgentPodLost', 'AgentNotReady')")
+
+
+async def test_agent_pod_not_ready_restores_at_once_and_ready_switches_again(
+    client: KubeClient, store: Store, namespace: str, start_operator: OperatorFactory
+) -> None:
+    """No grace by default: the pod watch restores the Service as soon as the tunnel pod stops
+    being Ready, and the agent's last word is kept, so a Ready pod is switched to again."""
+    await cluster.create_service(client, namespace, "orders", APP)
+    op = await start_operator(agent_grace=0.0)
+    await store.create(record(namespace))
+    await _connected(client, store, op, namespace)
+    pod = await _until(store, namespace, "r.status.agent_pod")
+    assert pod.status.agent_pod is not None
+    await cluster.set_pod_ready(client, namespace, pod.status.agent_pod, False)
+    lost = await _until(store, namespace, "find(r.status, 'SelectorSwitched').status == 'False'")
+    assert find(lost.status, "AgentConnected").status == "True"  # type: ignore[union-attr]
+    assert await cluster.selector_of(client, namespace, "orders") == APP
+    await cluster.set_pod_ready(client, namespace, pod.status.agent_pod, True)
+    await _until(store, namespace, "r.status.phase == 'Connected'")
+    assert await cluster.selector_of(client, namespace, "orders") == TUNNEL
 
 
 async def test_operator_stopped_between_swap_and_restore_converges(

@@ -166,3 +166,28 @@ def test_privileged_ports_note(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "\n" not in note
     assert "below 1024" in note
     assert "root" in note
+
+
+async def test_endpoints_seen_while_the_listener_binds_are_used(
+    services: ServiceProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Endpoints event may be handled while the Service's listener is still being bound."""
+    entered, gate = asyncio.Event(), asyncio.Event()
+    bind = proxy_module.PortProxy.start
+
+    async def slow_bind(self: proxy_module.PortProxy) -> None:
+        entered.set()
+        await gate.wait()
+        await bind(self)
+
+    monkeypatch.setattr(proxy_module.PortProxy, "start", slow_bind)
+    async with backend("a", "127.77.1.1") as a:
+        adding = asyncio.create_task(
+            services.set_service("default", "web", CLUSTER_IP, {"http": 18080}))
+        await entered.wait()
+        services.set_endpoints("default", "web", {"http": [a]})
+        gate.set()
+        await adding
+        name, _, writer = await connect(18080)
+        assert name == "a"
+        await hangup(writer)
