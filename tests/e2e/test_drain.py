@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import signal
 import threading
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from modes.sandbox.testing import RunningSandbox, cluster_get
 from tests.e2e.conftest import (
+    Ask,
     Connect,
     LocalServer,
     Run,
-    ask,
     deploy_echo,
     selector,
     tunnel_objects,
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.e2e
 
 def test_request_in_flight_at_ctrl_c_completes(
     kubectl: Run, namespace: str, connect: Callable[..., Connect],
-    local_server: Callable[[str], LocalServer], tmp_path: Path,
+    local_server: Callable[[str], LocalServer], tmp_path: Path, ask: Ask,
+    sandbox: RunningSandbox,
 ) -> None:
     ip = deploy_echo(kubectl, namespace, "orders")
     before = selector(kubectl, namespace, "orders")
@@ -40,10 +41,10 @@ def test_request_in_flight_at_ctrl_c_completes(
     answers: list[str] = []
 
     def slow() -> None:
-        url = f"http://{ip}/slow?seconds=2&mark={mark}"
         try:
-            with urllib.request.urlopen(url, timeout=20) as response:
-                answers.append(response.read().decode())
+            status, body = cluster_get(sandbox, ip, 80, f"/slow?seconds=2&mark={mark}",
+                                       timeout=20)
+            answers.append(body if status == 200 else f"error:HTTP{status}")
         except OSError as exc:
             answers.append(f"error:{exc}")
 
