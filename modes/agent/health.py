@@ -1,7 +1,8 @@
 """The agent's health endpoints, for the kubelet's probes.
 
 ``/healthz`` answers while the process runs; ``/readyz`` once the service and tunnel ports are
-bound, so the CLI (which waits for the pod to be Ready) never races the listeners. Both return a
+bound, so the CLI (which waits for the pod to be Ready) never races the listeners, and on until
+they close (a stopping agent keeps accepting for a moment, for the origin). Both return a
 small JSON body with the tunnel state, which is handy when debugging with ``kubectl exec``.
 """
 
@@ -18,10 +19,11 @@ def make_app(agent: Agent) -> web.Application:
 
     async def readyz(request: web.Request) -> web.Response:
         up, reason = agent.state()
-        body = {"ready": agent.ready, "tunnel": agent.session is not None, "up": up,
-                "reason": reason, "draining": agent.draining,
+        serving = agent.ready or agent.lingering
+        body = {"ready": agent.ready, "serving": serving, "tunnel": agent.session is not None,
+                "up": up, "reason": reason, "draining": agent.draining,
                 "connections": agent.counters.as_dict()}
-        return web.json_response(body, status=200 if agent.ready else 503)
+        return web.json_response(body, status=200 if serving else 503)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

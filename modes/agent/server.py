@@ -103,6 +103,9 @@ class Agent:
         self.counters = Counters()
         self._fronts: list[Front] = []
         self.draining = False  # stopping: new connections go to the origin, open ones finish
+        # Stopping but still accepting (they go to the origin): readiness stays true, so the
+        # pod is a serving terminating endpoint that kube-proxy uses while no other is ready.
+        self.lingering = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -165,8 +168,10 @@ class Agent:
             # Connections keep arriving for a moment after SIGTERM (endpoint updates take time
             # to reach every node): with an origin to send them to, keep accepting a while.
             linger = min(LINGER, grace) if self.config.origin_address is not None else 0.0
+            self.lingering = linger > 0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained(time.monotonic() + linger), grace)
+        self.lingering = False
         for server in self._servers:
             server.close()
         if session is not None:

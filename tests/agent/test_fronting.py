@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 
 from kubetunnel.transports import loopback
 from kubetunnel.tunnel.client import ClientOptions
+from modes.agent.health import start_health
 from tests.operator.cluster import eventually
 
 from .conftest import FAST, Stack, close_stack, make_stack
@@ -135,8 +137,20 @@ async def test_origin_unreachable_resets_and_counts(
 
 
 async def test_stopping_agent_keeps_serving_the_origin_for_a_moment(fronted: Stack) -> None:
-    """After SIGTERM, connections still routed to the pod (endpoint updates lag) are served."""
-    closing = asyncio.create_task(fronted.agent.aclose(grace=5))
-    await _until(lambda: fronted.agent.draining)
-    assert await _ask(fronted.port("app")) == b"origin:GET /"
-    await closing
+    """After SIGTERM, connections still routed to the pod (endpoint updates lag) are served, and
+    its readiness stays true meanwhile: kube-proxy sends a Service's traffic to a serving
+    terminating pod while no other endpoint is ready (the seconds before the selector is back)."""
+    runner, health = await start_health(fronted.agent, "127.0.0.1", 0)
+    try:
+        closing = asyncio.create_task(fronted.agent.aclose(grace=5))
+        await _until(lambda: fronted.agent.draining)
+        assert await _ask(fronted.port("app")) == b"origin:GET /"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{health}/readyz") as response:
+                assert response.status == 200
+                assert (await response.json())["draining"] is True
+            await closing
+            async with http.get(f"http://127.0.0.1:{health}/readyz") as response:
+                assert response.status == 503
+    finally:
+        await runner.cleanup()

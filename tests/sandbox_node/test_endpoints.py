@@ -1,10 +1,17 @@
-"""The Endpoints controller's view of a Service: readiness, named ports, terminating pods."""
+"""The Endpoints controller's view of a Service: readiness, named ports, terminating pods, and
+the mirroring of a user's Endpoints into slices."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from modes.sandbox.node.controllers.endpoints import desired, endpoints_object, slice_objects
+from modes.sandbox.node.controllers.endpoints import (
+    MIRRORED_BY,
+    desired,
+    endpoints_object,
+    mirrored,
+    slice_objects,
+)
 
 Obj = dict[str, Any]
 
@@ -52,3 +59,38 @@ def test_slices_carry_conditions_and_the_service_as_owner() -> None:
     assert piece["metadata"]["ownerReferences"][0]["uid"] == "svc"
     assert [(e["addresses"], e["conditions"]["ready"]) for e in piece["endpoints"]] == [
         (["127.1.0.1"], True), (["127.1.0.2"], False)]
+
+
+def test_terminating_pods_stay_in_slices_as_serving_or_not() -> None:
+    leaving = {"deletionTimestamp": "2026-01-01T00:00:00Z"}
+    groups = desired(SERVICE, [pod("a", "127.1.0.1"), pod("b", "127.1.0.2", **leaving),
+                               pod("c", "127.1.0.3", ready=False, **leaving)])
+    assert [a["ip"] for a in endpoints_object(SERVICE, groups)["subsets"][0]["addresses"]] == [
+        "127.1.0.1"]
+    [piece] = slice_objects(SERVICE, groups)
+    assert [(e["addresses"][0], e["conditions"]) for e in piece["endpoints"]] == [
+        ("127.1.0.1", {"ready": True, "serving": True, "terminating": False}),
+        ("127.1.0.2", {"ready": False, "serving": True, "terminating": True}),
+        ("127.1.0.3", {"ready": False, "serving": False, "terminating": True})]
+
+
+def test_only_terminating_pods_give_a_slice_but_no_endpoints_subset() -> None:
+    groups = desired(SERVICE, [pod("b", "127.1.0.2", deletionTimestamp="2026-01-01T00:00:00Z")])
+    assert endpoints_object(SERVICE, groups)["subsets"] == []
+    assert len(slice_objects(SERVICE, groups)[0]["endpoints"]) == 1
+
+
+def test_user_endpoints_are_mirrored_unless_marked_skip_mirror() -> None:
+    user = {"metadata": {"name": "db", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": "127.1.0.9"}],
+                         "notReadyAddresses": [{"ip": "127.1.0.8"}],
+                         "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}]}
+    service = {"metadata": {"name": "db", "namespace": "default", "uid": "db"},
+               "spec": {"ports": [{"name": "pg", "port": 5432}]}}
+    [piece] = slice_objects(service, mirrored(user), MIRRORED_BY)
+    assert piece["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == MIRRORED_BY
+    assert piece["ports"] == [{"name": "pg", "port": 5432, "protocol": "TCP"}]
+    assert [(e["addresses"], e["conditions"]["ready"]) for e in piece["endpoints"]] == [
+        (["127.1.0.9"], True), (["127.1.0.8"], False)]
+    user["metadata"]["labels"] = {"endpointslice.kubernetes.io/skip-mirror": "true"}
+    assert mirrored(user) == []

@@ -1,5 +1,5 @@
-"""The node inside the sandbox process: follows Pods, Services and Endpoints through the store
-and drives the kubelet and the proxy.
+"""The node inside the sandbox process: follows Pods, Services and EndpointSlices through the
+store and drives the kubelet and the proxy (kube-proxy reads slices, not Endpoints).
 
 One watch loop per resource type, each applying events in order. A failing event is logged and
 skipped rather than stopping the loop: one odd object must not stall every other pod.
@@ -16,7 +16,7 @@ from kubetunnel.logging import get_logger
 from modes.sandbox.node.kubelet import Kubelet, KubeletConfig
 from modes.sandbox.node.logbuffer import ContainerLog
 from modes.sandbox.node.proxy import Backend, ServiceProxy
-from modes.sandbox.node.store import ENDPOINTS, PODS, SERVICES, Key, NodeStore
+from modes.sandbox.node.store import ENDPOINTSLICES, PODS, SERVICES, Key, NodeStore
 
 Obj = dict[str, Any]
 log = get_logger(__name__)
@@ -35,16 +35,34 @@ def service_ports(service: Obj) -> tuple[str | None, dict[str, int]]:
     return spec.get("clusterIP"), ports
 
 
-def endpoint_backends(endpoints: Obj) -> dict[str, list[Backend]]:
-    """Ready addresses per port name; notReadyAddresses never receive traffic."""
-    backends: dict[str, list[Backend]] = {}
-    for subset in endpoints.get("subsets") or []:
-        for port in subset.get("ports") or []:
-            if port.get("protocol", "TCP") != "TCP":
+SERVICE_NAME = "kubernetes.io/service-name"
+
+
+def slice_backends(slices: list[Obj]) -> dict[str, list[Backend]]:
+    """Backends per port name over all of a Service's slices, as kube-proxy picks them: the
+    ready endpoints; while a port has none, the serving terminating ones (KEP-1669), so a pod
+    draining after SIGTERM still gets the connections nobody else can take."""
+    ready: dict[str, list[Backend]] = {}
+    leaving: dict[str, list[Backend]] = {}
+    for piece in slices:
+        if piece.get("addressType", "IPv4") != "IPv4":
+            continue
+        for port in piece.get("ports") or []:
+            if port.get("protocol", "TCP") != "TCP" or port.get("port") is None:
                 continue
-            found = backends.setdefault(str(port.get("name") or ""), [])
-            found.extend((a["ip"], int(port["port"])) for a in subset.get("addresses") or [])
-    return backends
+            name = str(port.get("name") or "")
+            for endpoint in piece.get("endpoints") or []:
+                conditions = endpoint.get("conditions") or {}
+                # Unset conditions count as true, as the API documents.
+                if conditions.get("ready") is not False:
+                    target = ready
+                elif conditions.get("serving") is not False and conditions.get("terminating"):
+                    target = leaving
+                else:
+                    continue
+                target.setdefault(name, []).extend(
+                    (address, int(port["port"])) for address in endpoint.get("addresses") or [])
+    return {name: ready.get(name) or leaving.get(name, []) for name in {*ready, *leaving}}
 
 
 class NodeAgent:
@@ -58,13 +76,14 @@ class NodeAgent:
         # Open port-forward sessions (websockets, upgraded SPDY connections: anything with an
         # async close()), closed on stop, since clients may never hang up themselves.
         self.sessions: set[Any] = set()
+        self._slices: dict[tuple[str, str], dict[str, Obj]] = {}  # by Service, by slice name
 
     async def start(self, store: NodeStore) -> None:
         self.kubelet = Kubelet(store, self.config)
         loops: list[tuple[Key, Callable[[str, Obj], Awaitable[None]]]] = [
             (PODS, self.kubelet.handle),
             (SERVICES, self._service),
-            (ENDPOINTS, self._endpoints),
+            (ENDPOINTSLICES, self._endpoint_slice),
         ]
         for key, handler in loops:
             self._tasks.append(
@@ -110,12 +129,22 @@ class NodeAgent:
         cluster_ip, ports = service_ports(service)
         await self.proxy.set_service(meta["namespace"], meta["name"], cluster_ip, ports)
 
-    async def _endpoints(self, kind: str, endpoints: Obj) -> None:
-        meta = endpoints["metadata"]
+    async def _endpoint_slice(self, kind: str, piece: Obj) -> None:
+        meta = piece["metadata"]
+        service = (meta.get("labels") or {}).get(SERVICE_NAME)
+        if not service:
+            return
+        key = (meta["namespace"], service)
+        slices = self._slices.setdefault(key, {})
         if kind == "DELETED":
-            self.proxy.remove_endpoints(meta["namespace"], meta["name"])
+            slices.pop(meta["name"], None)
         else:
-            self.proxy.set_endpoints(meta["namespace"], meta["name"], endpoint_backends(endpoints))
+            slices[meta["name"]] = piece
+        if not slices:
+            del self._slices[key]
+            self.proxy.remove_endpoints(*key)
+            return
+        self.proxy.set_endpoints(*key, slice_backends(list(slices.values())))
 
     # -- what the node's HTTP handlers read -------------------------------------------------
 

@@ -210,10 +210,14 @@ class ContainerWorker:
             await asyncio.wait({waiter, killer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             killer.cancel()
-        await self._cancel_probers()
+        # A pod being deleted keeps its readiness probe through the grace period (liveness and
+        # startup stop), as the kubelet does: EndpointSlices publish it as serving/terminating
+        # and kube-proxy may still send it traffic while no other endpoint is ready.
+        await self._cancel_probers(keep_readiness=self._stopping)
         if not self._stopping and not waiter.done():
             log.info("container.unhealthy", pod=self.pod_label, container=self.name)
         await process.stop(self.grace())
+        await self._cancel_probers()
         exit_ = await waiter
         self._last_exit = exit_
         self._set(state={"terminated": exit_.as_state()}, ready=False)
@@ -294,8 +298,10 @@ class ContainerWorker:
             )
         )
 
-    async def _cancel_probers(self) -> None:
-        probers, self._probers = self._probers, []
+    async def _cancel_probers(self, *, keep_readiness: bool = False) -> None:
+        probers = [t for t in self._probers
+                   if not (keep_readiness and t.get_name().startswith("probe-readiness-"))]
+        self._probers = [t for t in self._probers if t not in probers]
         for task in probers:
             task.cancel()
         for task in probers:

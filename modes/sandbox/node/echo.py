@@ -8,6 +8,7 @@ and tunnels visible from the outside, so the body carries nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -36,7 +37,11 @@ def make_app(name: str) -> web.Application:
 
 
 async def serve(host: str | None = None, port: int | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting and exit 0, as a well-behaved pod does."""
+    """Serve until SIGTERM or SIGINT, then stop accepting and exit 0, as a well-behaved pod does.
+
+    ``SHUTDOWN_DELAY`` (seconds, default 0) keeps serving that long after SIGTERM first, as an
+    application with a preStop sleep does while endpoint updates spread.
+    """
     host = host or os.environ.get("KUBETUNNEL_BIND_ADDRESS") or "0.0.0.0"
     port = port if port is not None else int(os.environ.get("PORT") or 8080)
     name = pod_name()
@@ -51,6 +56,12 @@ async def serve(host: str | None = None, port: int | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        delay = float(os.environ.get("SHUTDOWN_DELAY") or 0)
+        if delay > 0:
+            log.info("echo.draining", pod=name, seconds=delay)
+            with contextlib.suppress(TimeoutError):  # a second signal stops at once
+                stop.clear()
+                await asyncio.wait_for(stop.wait(), delay)
         log.info("echo.stopping", pod=name)
     finally:
         await runner.cleanup()

@@ -1,11 +1,16 @@
 """Endpoints and EndpointSlices for Services with a selector.
 
 Pods matching the selector are listed by readiness: Ready pods in ``addresses`` (slices:
-``ready: true``), the rest in ``notReadyAddresses``, terminating pods nowhere (slices keep them
-as ``terminating``). A named ``targetPort`` is resolved per pod against its container ports, so
-pods exposing the name on different numbers land in different subsets, as in Kubernetes.
-The loopback proxy reads Endpoints, so a selector change reaches new connections as soon as
-this controller has written, well within the 100 ms the sandbox promises.
+``ready: true``), the rest in ``notReadyAddresses``. Terminating pods are left out of Endpoints
+but kept in the slices as ``ready: false, terminating: true`` with ``serving`` following their
+Ready condition, as the EndpointSlice controller does (kube-proxy falls back to them while a
+Service has no ready endpoint). A named ``targetPort`` is resolved per pod against its container
+ports, so pods exposing the name on different numbers land in different subsets.
+
+A Service without a selector has the Endpoints its user writes; like kube-controller-manager's
+mirroring controller, this one copies them into slices, because the proxy reads only slices,
+as kube-proxy does. A selector change reaches new connections as soon as this controller has
+written, well within the 100 ms the sandbox promises.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from modes.sandbox.node.store import (
 Obj = dict[str, Any]
 log = get_logger(__name__)
 MANAGED_BY = "endpointslice-controller.k8s.io"
+MIRRORED_BY = "endpointslicemirroring-controller.k8s.io"
+Group = tuple[list[Obj], list[Obj], list[Obj], list[tuple[Obj, bool]]]
+"""Ports, then ready, not-ready and terminating (address, serving) endpoints."""
 
 
 def _ready(pod: Obj) -> bool:
@@ -53,13 +61,13 @@ def _selects(selector: dict[str, str], pod: Obj) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def desired(service: Obj, pods: list[Obj]) -> list[tuple[list[Obj], list[Obj], list[Obj]]]:
-    """(ports, ready addresses, not-ready addresses) per distinct resolved port set."""
+def desired(service: Obj, pods: list[Obj]) -> list[Group]:
+    """The endpoints of each distinct resolved port set."""
     selector = (service.get("spec") or {}).get("selector") or {}
-    groups: dict[str, tuple[list[Obj], list[Obj], list[Obj]]] = {}
+    groups: dict[str, Group] = {}
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         meta, status = pod["metadata"], pod.get("status") or {}
-        if not _selects(selector, pod) or not status.get("podIP") or meta.get("deletionTimestamp"):
+        if not _selects(selector, pod) or not status.get("podIP"):
             continue
         if status.get("phase") in ("Succeeded", "Failed"):
             continue
@@ -76,15 +84,22 @@ def desired(service: Obj, pods: list[Obj]) -> list[tuple[list[Obj], list[Obj], l
         address = {"ip": status["podIP"], "nodeName": (pod.get("spec") or {}).get("nodeName"),
                    "targetRef": {"kind": "Pod", "namespace": meta["namespace"],
                                  "name": meta["name"], "uid": meta.get("uid")}}
-        group = groups.setdefault(json.dumps(ports, sort_keys=True), (ports, [], []))
-        group[1 if _ready(pod) else 2].append(address)
+        group = groups.setdefault(json.dumps(ports, sort_keys=True), (ports, [], [], []))
+        if meta.get("deletionTimestamp"):
+            group[3].append((address, _ready(pod)))
+        elif _ready(pod):
+            group[1].append(address)
+        else:
+            group[2].append(address)
     return list(groups.values())
 
 
-def endpoints_object(service: Obj, groups: list[tuple[list[Obj], list[Obj], list[Obj]]]) -> Obj:
+def endpoints_object(service: Obj, groups: list[Group]) -> Obj:
     meta = service["metadata"]
     subsets = []
-    for ports, ready, not_ready in groups:
+    for ports, ready, not_ready, _ in groups:
+        if not ready and not not_ready:
+            continue
         subset: Obj = {"ports": ports}
         if ready:
             subset["addresses"] = ready
@@ -97,23 +112,25 @@ def endpoints_object(service: Obj, groups: list[tuple[list[Obj], list[Obj], list
             "subsets": subsets}
 
 
-def slice_objects(service: Obj, groups: list[tuple[list[Obj], list[Obj], list[Obj]]]) -> list[Obj]:
+def slice_objects(service: Obj, groups: list[Group], managed_by: str = MANAGED_BY) -> list[Obj]:
     meta = service["metadata"]
     slices = []
-    for ports, ready, not_ready in groups:
+    for ports, ready, not_ready, terminating in groups:
         digest = hashlib.sha256(json.dumps(ports, sort_keys=True).encode()).hexdigest()[:5]
-        endpoints = [{"addresses": [a["ip"]], "nodeName": a["nodeName"],
-                      "targetRef": a["targetRef"],
-                      "conditions": {"ready": ok, "serving": ok, "terminating": False}}
-                     for ok, addresses in ((True, ready), (False, not_ready))
-                     for a in addresses]
+        listed = [*((a, True, True, False) for a in ready),
+                  *((a, False, False, False) for a in not_ready),
+                  *((a, False, serving, True) for a, serving in terminating)]
+        endpoints = [{"addresses": [a["ip"]],
+                      **{k: a[k] for k in ("nodeName", "targetRef") if a.get(k)},
+                      "conditions": {"ready": ok, "serving": serving, "terminating": leaving}}
+                     for a, ok, serving, leaving in listed]
         slices.append({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {
                 "name": f"{meta['name']}-{digest}", "namespace": meta["namespace"],
                 "labels": {**(meta.get("labels") or {}),
                            "kubernetes.io/service-name": meta["name"],
-                           "endpointslice.kubernetes.io/managed-by": MANAGED_BY},
+                           "endpointslice.kubernetes.io/managed-by": managed_by},
                 "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": meta["name"],
                                      "uid": meta.get("uid"), "controller": True,
                                      "blockOwnerDeletion": True}]},
@@ -124,17 +141,29 @@ def slice_objects(service: Obj, groups: list[tuple[list[Obj], list[Obj], list[Ob
     return slices
 
 
+def mirrored(endpoints: Obj) -> list[Group]:
+    """A user's Endpoints as slice groups (one per subset), unless marked skip-mirror."""
+    labels = (endpoints.get("metadata") or {}).get("labels") or {}
+    if labels.get("endpointslice.kubernetes.io/skip-mirror") == "true":
+        return []
+    return [([{k: port[k] for k in ("name", "port", "protocol") if k in port}
+              for port in subset.get("ports") or []],
+             list(subset.get("addresses") or []), list(subset.get("notReadyAddresses") or []), [])
+            for subset in endpoints.get("subsets") or [] if subset.get("ports")]
+
+
 class EndpointsController(Reconciler):
-    watched = (SERVICES, PODS)
+    watched = (SERVICES, PODS, ENDPOINTS)
     name = "endpoints"
 
     def __init__(self, store: ControllerStore) -> None:
         super().__init__(store)
+        # What was written per Service: our Endpoints ({} when they are the user's) and slices.
         self._written: dict[tuple[str, str], tuple[Obj, list[Obj]]] = {}
 
     def affected(self, key: Key, obj: Obj) -> Iterable[Name]:
         namespace = obj["metadata"].get("namespace", "")
-        if key == SERVICES:
+        if key in (SERVICES, ENDPOINTS):
             return [(namespace, obj["metadata"]["name"])]
         # Any Service of the namespace may select the pod, before or after the change.
         return [s for s in self.cache[SERVICES] if s[0] == namespace]
@@ -145,18 +174,34 @@ class EndpointsController(Reconciler):
     async def _sync(self, key: tuple[str, str]) -> None:
         namespace, name = key
         service = self.cache[SERVICES].get(key)
-        if service is None or not (service.get("spec") or {}).get("selector"):
-            # Gone, or without a selector (its Endpoints are the user's): remove only ours.
-            if self._written.pop(key, None) is not None:
-                await self.store.delete(ENDPOINTS, namespace, name)
+        ours, previous = self._written.get(key, ({}, []))
+        if service is None:
+            self._written.pop(key, None)
+            await self._write(namespace, {} if not ours else None, [], previous, name)
             return
-        pods = self.in_namespace(PODS, namespace)
-        groups = desired(service, pods)
+        if not (service.get("spec") or {}).get("selector"):
+            # Its Endpoints are the user's: remove ours (a selector was dropped), mirror theirs.
+            user = self.cache[ENDPOINTS].get(key) if not ours else None
+            slices = slice_objects(service, mirrored(user) if user else [], MIRRORED_BY)
+            if ours or slices != previous:
+                await self._write(namespace, None if ours else {}, slices, previous, name)
+                self._written[key] = ({}, slices)
+            return
+        groups = desired(service, self.in_namespace(PODS, namespace))
         endpoints, slices = endpoints_object(service, groups), slice_objects(service, groups)
-        if self._written.get(key) == (endpoints, slices):
+        if (ours, previous) == (endpoints, slices):
             return
-        previous = self._written.get(key, ({}, []))[1]
-        if await self.store.replace(ENDPOINTS, namespace, name, endpoints) is None:
+        await self._write(namespace, endpoints, slices, previous, name)
+        self._written[key] = (endpoints, slices)
+        log.debug("endpoints.synced", namespace=namespace, service=name,
+                  ready=sum(len(g[1]) for g in groups))
+
+    async def _write(self, namespace: str, endpoints: Obj | None, slices: list[Obj],
+                     previous: list[Obj], name: str = "") -> None:
+        """Endpoints: an object to write, ``None`` to delete ours, ``{}`` to leave alone."""
+        if endpoints is None:
+            await self.store.delete(ENDPOINTS, namespace, name)
+        elif endpoints and await self.store.replace(ENDPOINTS, namespace, name, endpoints) is None:
             await self.store.create(ENDPOINTS, namespace, endpoints)
         for piece in slices:
             slice_name = piece["metadata"]["name"]
@@ -166,6 +211,3 @@ class EndpointsController(Reconciler):
         for old in previous:
             if old["metadata"]["name"] not in kept:
                 await self.store.delete(ENDPOINTSLICES, namespace, old["metadata"]["name"])
-        self._written[key] = (endpoints, slices)
-        log.debug("endpoints.synced", namespace=namespace, service=name,
-                  ready=sum(len(g[1]) for g in groups))
