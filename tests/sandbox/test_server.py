@@ -5,14 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
-from modes.sandbox.testing import RunningSandbox, running_sandbox
+from modes.sandbox.testing import RunningSandbox
 from tests.sandbox.conftest import Kubectl, Raw
 
 
@@ -98,13 +97,6 @@ def test_port_in_use_is_one_line_error(sandbox: RunningSandbox, tmp_path: Any) -
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "cannot listen" in result.stderr
-
-
-def test_start_to_ready_is_fast(tmp_path: Any) -> None:
-    started = time.monotonic()
-    with running_sandbox(tmp_path):
-        elapsed = time.monotonic() - started
-    assert elapsed < 5  # the benchmark measures it properly; this only guards against regressions
 
 
 @pytest.mark.parametrize("token", [None, "wrong"])

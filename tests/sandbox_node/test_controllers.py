@@ -4,7 +4,6 @@ observed through the official client and plain sockets only."""
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,12 +66,10 @@ def available(apps: client.AppsV1Api, name: str) -> bool:
 def test_deployment_service_and_rollout(sandbox: ThreadedSandbox) -> None:
     api = sandbox.api_client()
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    began = time.monotonic()
     apps.create_namespaced_deployment("default", deployment("web", 2))
     core.create_namespaced_service("default", service("web", {"app": "web"}))
     eventually(lambda: available(apps, "web") and
                apps.read_namespaced_deployment("web", "default").status.ready_replicas == 2)
-    assert time.monotonic() - began < 5
 
     pods = core.list_namespaced_pod("default", label_selector="app=web").items
     assert len(pods) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 from modes.sandbox.node.store import PODS
@@ -19,17 +18,14 @@ from tests.sandbox_node.helpers import (
 
 async def test_echo_pod_becomes_ready_and_answers_with_its_name(tmp_path: Path) -> None:
     async with running_kubelet(tmp_path) as (store, _):
-        began = time.monotonic()
         store.put(PODS, echo_pod("echo-a"))
-        await store.wait_for(lambda: is_ready(store, "echo-a"))
-        ready_after = time.monotonic() - began
+        await store.wait_for(lambda: is_ready(store, "echo-a"))  # how fast: bench/sandbox_node.py
         st = status(store, "echo-a")
         assert st["phase"] == "Running"
         assert st["podIP"].startswith("127.77.")
         assert st["hostIP"] == "127.0.0.1"
         assert container_status(store, "echo-a")["restartCount"] == 0
         assert "running" in container_status(store, "echo-a")["state"]
-        assert ready_after < 2.0
         assert await http_get(st["podIP"], 8080, "/any/path") == (200, b"echo-a")
 
 
@@ -112,10 +108,9 @@ async def test_graceful_deletion_stops_the_process_then_removes_the_pod(tmp_path
         store.put(PODS, echo_pod("gone"))
         await store.wait_for(lambda: is_ready(store, "gone"))
         ip = status(store, "gone")["podIP"]
-        store.request_delete(PODS, "default", "gone", grace=5)
-        began = time.monotonic()
-        await store.wait_for(lambda: store.current(PODS, "default", "gone") is None)
-        assert time.monotonic() - began < 2  # echo honours SIGTERM; no need to wait for SIGKILL
+        store.request_delete(PODS, "default", "gone", grace=60)
+        await store.wait_for(lambda: store.current(PODS, "default", "gone") is None, timeout=30)
+        # Gone well before the 60 s grace: echo honours SIGTERM, no SIGKILL was needed.
         assert kubelet.find("default", "gone") is None
         try:
             await http_get(ip, 8080)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -73,11 +72,9 @@ async def test_endpoint_change_is_live_and_keeps_open_connections(services: Serv
         await services.set_service("default", "web", CLUSTER_IP, {"http": 18081})
         name, reader, writer = await connect(18081)
         assert name == "old"
-        switched = time.monotonic()
         services.set_endpoints("default", "web", {"http": [new]})
-        name2, _, writer2 = await connect(18081)
+        name2, _, writer2 = await connect(18081)  # the very next connection
         assert name2 == "new"
-        assert time.monotonic() - switched < 0.1
         writer.write(b"still there?\n")
         assert await asyncio.wait_for(reader.readline(), 2) == b"old:still there?\n"
         await hangup(writer)

@@ -62,15 +62,15 @@ async def test_sigterm_then_sigkill_after_the_grace_period() -> None:
     assert exit_ is not None
     assert exit_.signal == 9
     assert exit_.exit_code == 137
-    assert 0.5 <= elapsed < 2.5
+    assert 0.5 <= elapsed < 10  # waited the grace, then did not wait any longer for the process
     # the grandchild ignoring SIGTERM is checked by the no-survivors fixture
 
 
 async def test_a_process_that_honours_sigterm_stops_at_once() -> None:
     process, _ = await _started("import time; print('ready', flush=True); time.sleep(60)")
     began = time.monotonic()
-    exit_ = await process.stop(10)
-    assert time.monotonic() - began < 2
+    exit_ = await process.stop(30)
+    assert time.monotonic() - began < 20  # did not wait out the 30 s grace
     assert exit_ is not None
     assert exit_.signal == 15
     assert exit_.exit_code == 143
