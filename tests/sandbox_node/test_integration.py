@@ -124,10 +124,11 @@ def test_unknown_image_is_pending_with_a_reason(sandbox: ThreadedSandbox) -> Non
     pod["spec"]["containers"][0]["image"] = "postgres:16"
     core.create_namespaced_pod("default", pod)
 
-    def waiting() -> Any:
+    def refused() -> Any:
+        # The first waiting state may be ContainerCreating: wait for the reason itself.
         statuses = core.read_namespaced_pod("db", "default").status.container_statuses or []
-        return statuses and statuses[0].state.waiting and statuses[0].state.waiting
-    state = eventually(waiting)
-    assert state.reason == "ErrImageNeverPull"
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting if waiting and waiting.reason == "ErrImageNeverPull" else None
+    state = eventually(refused)
     assert "postgres:16" in state.message
     assert core.read_namespaced_pod("db", "default").status.phase == "Pending"
