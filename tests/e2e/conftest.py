@@ -204,13 +204,18 @@ class Connect:
 def connect(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Connect]]:
     sessions: list[Connect] = []
 
+    # The CLI starts a `-- COMMAND` in a session of its own, which a SIGKILLed CLI leaves
+    # behind; the command inherits this marker, so whatever a failed test left is found.
+    marker = f"KUBETUNNEL_TEST_CONNECT={uuid.uuid4().hex}"
+
     def start(*args: str) -> Connect:
         log = tmp_path / f"connect-{len(sessions)}.log"
         err_log = tmp_path / f"connect-{len(sessions)}.err"
         with log.open("w") as stdout, err_log.open("w") as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-m", "modes", "cli", "connect", *args],
-                stdout=stdout, stderr=stderr, text=True, env=env,
+                stdout=stdout, stderr=stderr, text=True,
+                env={**env, marker.split("=")[0]: marker.split("=")[1]},
             )
         session = Connect(process, log, err_log)
         sessions.append(session)
@@ -219,6 +224,23 @@ def connect(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Conne
     yield start
     for session in sessions:
         session.stop(signal.SIGKILL, timeout=5)
+    for pid in processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Processes whose environment holds ``marker`` (NAME=VALUE)."""
+    needle = marker.encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def selector(kubectl: Run, namespace: str, service: str) -> dict[str, Any]:
