@@ -61,6 +61,21 @@ def cluster_socket(sandbox: RunningSandbox, host: str, port: int,
     return _namespace_thread(sandbox.netns).submit(make).result()
 
 
+def cluster_listener(sandbox: RunningSandbox, host: str, port: int = 0) -> socket.socket:
+    """A listening TCP socket on a pod's address, as a second server in that pod would have.
+
+    Made inside the sandbox's network namespace on the real control plane (a socket keeps the
+    namespace it was made in, so any thread may accept on it); on this machine's loopback for
+    the builtin one.
+    """
+    def make() -> socket.socket:
+        return socket.create_server((host, port))
+
+    if sandbox.netns is None:
+        return make()
+    return _namespace_thread(sandbox.netns).submit(make).result()
+
+
 _threads: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
 

@@ -41,8 +41,20 @@ class PodNetwork(Protocol):
         ...
 
 
+def tcp_socket() -> socket.socket:
+    """An IPv4 TCP socket that asyncio will give TCP_NODELAY, as it gives the sockets it makes.
+
+    asyncio turns Nagle's algorithm off only for sockets whose ``proto`` is IPPROTO_TCP, and
+    ``socket.socket(AF_INET, SOCK_STREAM)`` has proto 0 (so have the connections a listener of
+    proto 0 accepts). With Nagle on, a relay's small writes (a tunnel frame's header, then its
+    data) wait for the peer's delayed ACK: about 40 ms per request through the real control
+    plane's pod network, where every node socket is made here.
+    """
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+
+
 def _listening(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = tcp_socket()
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -105,15 +117,16 @@ class NamespaceNetwork:
         self, host: str, port: int, **kwargs: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         def make() -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = tcp_socket()
             sock.setblocking(False)
             return sock
 
         if ipaddress.ip_address(host).is_loopback:
             # The pod network has no loopback of its own worth reaching: 127.x is this
             # machine, where hostNetwork pods live (their podIP is the node's address).
-            return await asyncio.open_connection(host, port, **kwargs)
-        sock = await self._in_namespace(make)
+            sock = make()
+        else:
+            sock = await self._in_namespace(make)
         try:
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
         except BaseException:
