@@ -41,12 +41,15 @@ class HeaderMatch:
     regex: str | None = None
     _compiled: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.regex is not None and self._compiled is None:  # made directly, not parsed
+            object.__setattr__(self, "_compiled", re.compile(self.regex))
+
     def matches(self, value: str | None) -> bool:
         if value is None:
             return False
-        if self.equals is not None:
+        if self._compiled is None:
             return value == self.equals
-        assert self._compiled is not None
         return self._compiled.fullmatch(value) is not None
 
     def describe(self) -> str:
@@ -123,9 +126,13 @@ class Filter:
     def matches(self, path: str, headers: Mapping[str, str]) -> bool:
         """``headers``: lower-case name -> combined value (it may hold only the names this
         filter uses)."""
+        # A loop, not all(...): this runs for every request and intercept.
         if self.path_prefix is not None and not path.startswith(self.path_prefix):
             return False
-        return all(match.matches(headers.get(match.name)) for match in self.headers)
+        for match in self.headers:  # noqa: SIM110 -- not all(...): a generator costs more here
+            if not match.matches(headers.get(match.name)):
+                return False
+        return True
 
     def may_overlap(self, other: Filter) -> bool:
         """Whether one request could match both filters. Sound (never False when such a request

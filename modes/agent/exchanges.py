@@ -21,7 +21,12 @@ log = get_logger(__name__)
 REPLAY_LIMIT = 1024 * 1024
 """Request bytes kept until the response starts, to send the request again elsewhere when its
 upstream provably never got it (or a kept-alive connection closed under it)."""
+QUEUE_LIMIT = 256 * 1024
+"""Request bytes that may wait for an upstream connection before the client is not read."""
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+
+
+_UNSENT = ResponseTracker()  # the tracker of an exchange not yet sent: never fed, never done
 
 
 class Client(Protocol):
@@ -60,14 +65,17 @@ class Exchange:
         self.target = target
         self.keep_alive = keep_alive
         self.upgrade = upgrade  # Upgrade or CONNECT: raw bytes both ways once sent
-        self.out = bytearray(head)  # request bytes not yet written upstream
-        self.replay: bytearray | None = None  # bytes written upstream, while replayable
+        # Lists of chunks, not one growing buffer: most requests are one chunk, never copied.
+        self.out = [head]  # request bytes not yet written upstream
+        self.out_size = len(head)
+        self.replay: list[bytes] | None = None  # bytes written upstream, while replayable
+        self._replay_size = 0
         self.request_done = False
         self.response_done = False
         self.upstream: Upstream | None = None
         self.reused = False
         self.retried = False
-        self.tracker = ResponseTracker()
+        self.tracker = _UNSENT
         self.active = False
         self._eof_pending = False  # the client half-closed mid-request
         self._raw_client_eof = self._raw_upstream_eof = False  # upgraded: each side's FIN
@@ -77,14 +85,16 @@ class Exchange:
     def send(self, data: bytes) -> None:
         upstream = self.upstream
         if upstream is None:
-            self.out += data
+            self.out.append(data)
+            self.out_size += len(data)
             return
         upstream.write(data)
         if self.replay is not None:
-            if len(self.replay) + len(data) > REPLAY_LIMIT:
+            self._replay_size += len(data)
+            if self._replay_size > REPLAY_LIMIT:
                 self.replay = None
             else:
-                self.replay += data
+                self.replay.append(data)
 
     def client_eof(self) -> None:
         """The client half-closed before this request ended (or, for an upgrade, at all)."""
@@ -136,21 +146,29 @@ class Exchange:
     def _attach(self, upstream: Upstream) -> None:
         self.upstream = upstream
         upstream.bind(self)
-        self.tracker.expect(self.method == b"HEAD")
-        data, self.out = bytes(self.out), bytearray()
-        self.replay = bytearray(data) if len(data) <= REPLAY_LIMIT else None
+        tracker = upstream.state
+        if not isinstance(tracker, ResponseTracker):
+            tracker = upstream.state = ResponseTracker()
+        tracker.expect(self.method == b"HEAD")
+        self.tracker = tracker
+        out, size = self.out, self.out_size
+        self.out, self.out_size = [], 0
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.replay, self._replay_size = ([data], size) if size <= REPLAY_LIMIT else (None, 0)
         upstream.write(data)
         if self._eof_pending:
             upstream.write_eof()
         if self.client.client_paused:
             upstream.pause_reading()
-        self.client.attached()
+        if size > QUEUE_LIMIT:  # the client may have been paused for these bytes
+            self.client.attached()
 
     def _replay_to(self, target: Target | None) -> bool:
         """Send the request again on a new connection (to ``target``), if it can be."""
         if target is None or self.replay is None or self.tracker.started:
             return False
         self.out = self.replay + self.out
+        self.out_size += self._replay_size
         self.replay = None
         self.target = target
         old, self.upstream = self.upstream, None

@@ -29,15 +29,14 @@ import httptools
 from kubetunnel.logging import get_logger
 from kubetunnel.tunnel.framing import Payload
 from kubetunnel.tunnel.sockets import abort_with_reset, tune
-from modes.agent.exchanges import Exchange
+from modes.agent.exchanges import QUEUE_LIMIT, Exchange
 from modes.agent.fronting import REPLAY_LIMIT, FrontConnection
 from modes.agent.mirroring import COPY_LIMIT, Mirror
-from modes.agent.routing import Router, lookup_headers, request_path
+from modes.agent.routing import Router, request_path
 
 log = get_logger(__name__)
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-QUEUE_LIMIT = 256 * 1024
 MAX_HEAD = 64 * 1024
 WRITE_HIGH = 256 * 1024
 
@@ -60,8 +59,10 @@ class H1Connection(asyncio.Protocol):
         self._raw: Exchange | None = None  # upgraded: every further byte goes there
         self._current: Exchange | None = None  # the request being parsed
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._lines: list[bytes] = []  # the head's header lines, as they will be sent
+        self._wanted: dict[str, str] = {}  # the headers filters look at: name -> joined values
         self._head_size = 0
+        self._names: frozenset[bytes] = frozenset()
         self._chunked = False
         self._trailers: list[bytes] = []
         self._copy: bytearray | None = None
@@ -157,39 +158,42 @@ class H1Connection(asyncio.Protocol):
 
     # --- llhttp callbacks -------------------------------------------------------------------
 
+    # These run for every header of every request: kept to the bare minimum of Python calls.
+
     def on_message_begin(self) -> None:
-        self._url, self._headers, self._head_size = b"", [], 0
+        self._url, self._lines, self._wanted, self._head_size = b"", [], {}, 0
         self._chunked, self._trailers, self._current = False, [], None
+        self._names = self.router.header_names
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._grow(len(url))
+        if len(self._url) > MAX_HEAD:
+            raise _HeadTooLarge("request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value))
-        if self._current is None:
-            self._headers.append((name, value))
-        else:
-            self._trailers.append(name + b": " + value + b"\r\n")
-
-    def _grow(self, size: int) -> None:
-        self._head_size += size
+        self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise _HeadTooLarge("request head too large")
+        if self._current is not None:
+            self._trailers.append(name + b": " + value + b"\r\n")
+            return
+        self._lines += (name, b": ", value, b"\r\n")
+        lower = name.lower()
+        if lower in self._names:  # a header some filter looks at
+            key, text = lower.decode("latin-1"), value.decode("latin-1")
+            wanted = self._wanted
+            wanted[key] = f"{wanted[key]}, {text}" if key in wanted else text
 
     def on_headers_complete(self) -> None:
         self._first = None
         if self._closing:
             return
-        parser, url, headers = self._parser, self._url, self._headers
+        parser, url = self._parser, self._url
         method = parser.get_method()
-        lines = [method, b" ", url, b" HTTP/", parser.get_http_version().encode(), b"\r\n"]
-        for name, value in headers:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        head = b"".join(lines)
-        router = self.router
-        route = router.choose(request_path(url), lookup_headers(headers, router.header_names))
+        self._lines.append(b"\r\n")
+        head = b"%b %b HTTP/%b\r\n%b" % (method, url, parser.get_http_version().encode(),
+                                         b"".join(self._lines))
+        route = self.router.choose(request_path(url), self._wanted)
         upgrade = parser.should_upgrade()
         exchange = Exchange(self, method, head, route.target, parser.should_keep_alive(), upgrade)
         self._current = exchange
@@ -278,10 +282,14 @@ class H1Connection(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
+        queue = self._queue
+        if not (self._read_paused or self._upstream_blocked or len(queue) > 1
+                or (queue and queue[0].upstream is None)):
+            return  # the usual case, checked first: nothing waits, nothing to change
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        waiting = sum(len(e.out) for e in self._queue if e.upstream is None)
+        waiting = sum(e.out_size for e in queue if e.upstream is None)
         pause = self._upstream_blocked or waiting > QUEUE_LIMIT
         if pause != self._read_paused:
             self._read_paused = pause

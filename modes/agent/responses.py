@@ -40,7 +40,9 @@ class ResponseTracker:
 
     def expect(self, head_only: bool) -> None:
         """Before each request is sent on this connection."""
-        if self._head_only or head_only:
+        if head_only:
+            self._parser = httptools.HttpResponseParser(_HeadOnly(self))
+        elif self._head_only:
             self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self.status, self.keep_alive, self.done, self.started = 0, False, False, False
@@ -84,21 +86,30 @@ class ResponseTracker:
             raise ResponseError("a body or another response after a HEAD response")
         return used
 
-    # --- httptools callbacks ------------------------------------------------------------------
+    # --- httptools callbacks (as few as will do: they run for every response) ---------------
 
     def on_message_begin(self) -> None:
         if self.done:
             self._excess = True
 
-    def on_headers_complete(self) -> None:
+    def on_message_complete(self) -> None:
         status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return  # an interim response; the final one follows
         self.status = status
-        if self._head_only and not 100 <= status < 200:
+        self.keep_alive = self._parser.should_keep_alive()
+        self.done = True
+
+    def _head_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if not 100 <= status < 200:
+            self.status = status
             self.keep_alive = self._parser.should_keep_alive()
             self.done = True
 
-    def on_message_complete(self) -> None:
-        if self.done or 100 <= self.status < 200:
-            return  # HEAD (already ended) or an interim response
-        self.keep_alive = self._parser.should_keep_alive()
-        self.done = True
+
+class _HeadOnly:
+    """Callbacks for a response to HEAD: it ends with its header block."""
+
+    def __init__(self, tracker: ResponseTracker) -> None:
+        self.on_headers_complete = tracker._head_complete

@@ -49,7 +49,7 @@ class Route:
 class RouterCounters:
     requests: int = 0  # HTTP/1.x requests and HTTP/2 streams routed
     to_origin: int = 0
-    to_local: int = 0
+    to_local: int = 0  # routed to a laptop (some of them then failed back)
     failed_back: int = 0  # meant for a laptop that could not take it: sent to the origin
     handed_over: int = 0  # of those, after the laptop's dial of its local process failed
     retried: int = 0  # a kept-alive upstream connection closed under a request: sent again
@@ -77,7 +77,9 @@ class Router:
         self.raw_front = None if origin is None else Front(
             lambda port: None, origin, self._track, counters or Counters(), dial_timeout)
         """Relays a connection that is not HTTP to the origin as bytes (fronting's relay)."""
-        self._targets: dict[str, Target] = {}
+        # Routes made once, not per request (a frozen dataclass is slow to make).
+        self._origin_route = Route(self.origin)
+        self._targets: dict[str, Route] = {}
         self._mirrors: dict[str, Mirror] = {}
         self.header_names: frozenset[bytes] = frozenset()
 
@@ -85,7 +87,8 @@ class Router:
         """Swap in the current intercepts; ``dials[id]`` reaches that intercept's laptop (a
         missing one: its requests go to the origin, its copies are dropped). Requests already
         routed finish where they went."""
-        targets, mirrors = {}, {}
+        targets: dict[str, Route] = {}
+        mirrors: dict[str, Mirror] = {}
         for intercept in intercepts:
             dial = dials.get(intercept.id)
             if dial is None:
@@ -96,24 +99,30 @@ class Router:
                 mirrors[intercept.id] = old if old is not None and old.key == key else Mirror(
                     key, dial, self.pool, self.spawn, self._mirror_queue, self._mirror_timeout)
             else:
-                targets[intercept.id] = Target(key, dial, intercept.id, self.origin)
+                targets[intercept.id] = Route(Target(key, dial, intercept.id, self.origin))
         self.intercepts, self._targets, self._mirrors = intercepts, targets, mirrors
         self.header_names = frozenset(n.encode("latin-1") for n in intercepts.header_names)
 
     def choose(self, path: str, headers: Mapping[str, str]) -> Route:
         """``headers``: lower-case name -> combined value, for the names in
         :attr:`header_names` (others are not looked at)."""
-        self.counters.requests += 1
+        counters = self.counters
+        counters.requests += 1
         intercepts = self.intercepts
-        mirrors = tuple(self._mirrors[i.id] for i in intercepts.mirrors(path, headers)) \
-            if self._mirrors else ()
         chosen = intercepts.route(path, headers)
         if chosen is None:
-            self.counters.to_origin += 1
-            return Route(self.origin, mirrors)
-        per = self.counters.per_intercept
-        per[chosen.id] = per.get(chosen.id, 0) + 1
-        return Route(self._targets[chosen.id], mirrors)
+            counters.to_origin += 1
+            route = self._origin_route
+        else:
+            counters.to_local += 1
+            per = counters.per_intercept
+            per[chosen.id] = per.get(chosen.id, 0) + 1
+            route = self._targets[chosen.id]
+        if self._mirrors:
+            mirrors = tuple(self._mirrors[i.id] for i in intercepts.mirrors(path, headers))
+            if mirrors:
+                return Route(route.target, mirrors)
+        return route
 
     def mirror_stats(self) -> dict[str, MirrorStats]:
         return {intercept_id: mirror.stats for intercept_id, mirror in self._mirrors.items()}
@@ -137,21 +146,6 @@ class Router:
 
 async def _unreachable() -> Any:
     raise ConnectionRefusedError("no tunnel for this intercept")
-
-
-def lookup_headers(headers: list[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[str, str]:
-    """The values of the ``wanted`` headers, each repeated header joined with ", " (RFC 9110
-    5.3), as :meth:`Router.choose` takes them."""
-    found: dict[str, str] = {}
-    if not wanted:
-        return found
-    for name, value in headers:
-        lower = name.lower()
-        if lower in wanted:
-            key = lower.decode("latin-1")
-            text = value.decode("latin-1")
-            found[key] = f"{found[key]}, {text}" if key in found else text
-    return found
 
 
 def request_path(target: bytes) -> str:

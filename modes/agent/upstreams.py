@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from kubetunnel.tunnel.framing import ErrorCode, Payload
 from kubetunnel.tunnel.sockets import abort_with_reset, tune
@@ -40,6 +40,9 @@ class UpstreamSink(Protocol):
 
 class Upstream(Protocol):
     """One connection to an upstream, push style: what arrives goes to the bound sink."""
+
+    state: Any
+    """Kept with the connection (in the pool too) for its user: the response parser."""
 
     @property
     def closed(self) -> bool: ...
@@ -89,7 +92,9 @@ class TcpUpstream(asyncio.Protocol):
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._sink: UpstreamSink = _Unbound(self)
+        self.state: Any = None
+        self._unbound = _Unbound(self)
+        self._sink: UpstreamSink = self._unbound
         self._lost = False
 
     @property
@@ -97,7 +102,7 @@ class TcpUpstream(asyncio.Protocol):
         return self._lost or self._transport is None or self._transport.is_closing()
 
     def bind(self, sink: UpstreamSink | None) -> None:
-        self._sink = sink if sink is not None else _Unbound(self)
+        self._sink = sink if sink is not None else self._unbound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -168,6 +173,7 @@ class TunnelUpstream:
 
     def __init__(self, stream: Stream) -> None:
         self._stream = stream
+        self.state: Any = None
         self._sink: UpstreamSink = _Unbound(self)
         self._pending = bytearray()  # written without credit yet
         self._eof_pending = False
@@ -285,10 +291,11 @@ class Pool:
         if upstream.closed:
             return
         idle = self._idle.setdefault(key, [])
-        idle[:] = [u for u in idle if not u.closed]
         if len(idle) >= self._max_idle:
-            upstream.close()
-            return
+            idle[:] = [u for u in idle if not u.closed]
+            if len(idle) >= self._max_idle:
+                upstream.close()
+                return
         idle.append(upstream)
 
     def idle(self, key: str) -> int:
