@@ -31,6 +31,7 @@ from kubetunnel.tunnel.framing import Payload
 from kubetunnel.tunnel.sockets import abort_with_reset, tune
 from modes.agent.exchanges import QUEUE_LIMIT, Exchange
 from modes.agent.fronting import REPLAY_LIMIT, FrontConnection
+from modes.agent.h2c import H2cConnection
 from modes.agent.mirroring import COPY_LIMIT, Mirror
 from modes.agent.routing import Router, request_path
 
@@ -93,8 +94,8 @@ class H1Connection(asyncio.Protocol):
                 if len(first) < len(H2_PREFACE) and H2_PREFACE.startswith(first):
                     return  # maybe the HTTP/2 preface: wait for the rest
                 self._sniffed = True
-                if first.startswith(H2_PREFACE) and self.router.raw_front is not None:
-                    self._hand_over(FrontConnection(self.router.raw_front, self._port))
+                if first.startswith(H2_PREFACE):
+                    self._hand_over(H2cConnection(self.router, self._port))
                     return
                 data = bytes(first)
             if len(first) > REPLAY_LIMIT:
