@@ -167,3 +167,46 @@ async def test_requests_reach_the_laptop_through_the_tunnel_and_fall_back(
     finally:
         await made.aclose()
         await close_stack(stack)
+
+
+async def test_a_laptops_stream_is_kept_alive_between_requests(
+    origin: Upstream, fresh_loopback_hub: loopback.LoopbackHub,
+) -> None:
+    connections = 0
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        counted = False  # the CLI's probes connect too, and send nothing
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                if not counted:
+                    counted = True
+                    connections += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlocal")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    stack = await make_stack("direct", fresh_loopback_hub, app=keep_alive)
+    made = await start_router(origin.port)
+    try:
+        await stack.connected_client()
+
+        def open_stream() -> Stream | None:
+            session = stack.agent.session
+            return None if session is None else session.open_stream(OPEN_INBOUND,
+                                                                    stack.port("app"))
+
+        made.update([intercept("alice", "x-dev=alice")], {"alice": tunnel_dial(open_stream)})
+        for index in range(6):
+            # A new client connection each time: the upstream stream is the pool's, not theirs.
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{made.port}/{index}",
+                    headers={"x-dev": "alice"}) as response:
+                assert await response.read() == b"local"
+        assert connections == 1  # one tunnel stream, one local connection, six requests
+        assert made.router.pool.idle("local:alice") == 1
+    finally:
+        await made.aclose()
+        await close_stack(stack)
