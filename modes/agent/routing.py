@@ -101,6 +101,10 @@ class Router:
             else:
                 targets[intercept.id] = Route(Target(key, dial, intercept.id, self.origin))
         self.intercepts, self._targets, self._mirrors = intercepts, targets, mirrors
+        kept = {f"local:{i.id}" for i in intercepts} | {ORIGIN}
+        for key in self.pool.upstreams():
+            if key not in kept:
+                self.pool.drop(key)
         self.header_names = frozenset(n.encode("latin-1") for n in intercepts.header_names)
 
     def choose(self, path: str, headers: Mapping[str, str]) -> Route:

@@ -301,6 +301,14 @@ class Pool:
     def idle(self, key: str) -> int:
         return sum(1 for u in self._idle.get(key, ()) if not u.closed)
 
+    def drop(self, key: str) -> None:
+        """Close the idle connections of an upstream that is gone (an intercept removed)."""
+        for upstream in self._idle.pop(key, ()):
+            upstream.abort()
+
+    def upstreams(self) -> list[str]:
+        return list(self._idle)
+
     def close(self) -> None:
         for idle in self._idle.values():
             for upstream in idle:

@@ -256,3 +256,17 @@ async def test_without_an_origin_unmatched_requests_are_reset(
 def test_request_path(target: bytes, path: str) -> None:
     assert request_path(target) == path
 
+
+
+async def test_removing_an_intercept_sends_its_requests_to_the_origin(
+    routed: Routed, upstreams: dict[str, Upstream],
+) -> None:
+    url = f"http://127.0.0.1:{routed.port}/"
+    async with aiohttp.ClientSession(headers={"x-dev": "alice"}) as session:
+        async with session.get(url) as response:
+            assert (await response.json())["who"] == "alice"
+        assert routed.router.pool.idle("local:alice") == 1
+        routed.update([intercept("bob", "x-dev=bob")], {"bob": dial_to(upstreams["bob"])})
+        assert routed.router.pool.idle("local:alice") == 0  # its kept-alive connection closed
+        async with session.get(url) as response:
+            assert (await response.json())["who"] == "origin"
