@@ -10,15 +10,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from modes.agent.server import Agent
+from modes.agent.shared import SharedAgent
 
 
-def make_app(agent: Agent) -> web.Application:
+def make_app(agent: Agent | SharedAgent) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
         up, reason = agent.state()
-        body = {"ready": agent.ready, "tunnel": agent.session is not None, "up": up,
+        body = {"ready": agent.ready, "tunnel": agent.attached, "up": up,
                 "reason": reason, "draining": agent.draining,
                 "connections": agent.counters.as_dict()}
         return web.json_response(body, status=200 if agent.ready else 503)
@@ -29,7 +30,8 @@ def make_app(agent: Agent) -> web.Application:
     return app
 
 
-async def start_health(agent: Agent, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_health(agent: Agent | SharedAgent, host: str, port: int
+                       ) -> tuple[web.AppRunner, int]:
     """Serve the endpoints; returns the runner (to clean up) and the bound port."""
     runner = web.AppRunner(make_app(agent), access_log=None)
     await runner.setup()

@@ -104,6 +104,10 @@ class Agent:
         self._fronts: list[Front] = []
         self.draining = False  # stopping: new connections go to the origin, open ones finish
 
+    @property
+    def attached(self) -> bool:
+        return self.session is not None
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -1,0 +1,172 @@
+"""Issue 14 on the sandbox: several developers on one Service, each getting only their requests.
+
+Every request is sent from inside the cluster's network to the Service's ClusterIP over ONE
+kept-alive connection that carries requests for different developers one after another.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from modes.sandbox.testing import RunningSandbox, cluster_socket
+from tests.e2e.conftest import (
+    Ask,
+    Connect,
+    LocalServer,
+    Run,
+    deploy_echo,
+    selector,
+    tunnel_objects,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection as a pod would open it; fails if the agent closes it."""
+
+    def __init__(self, sandbox: RunningSandbox, ip: str) -> None:
+        self.connection = http.client.HTTPConnection(ip, 80, timeout=5)
+        self.connection.sock = cluster_socket(sandbox, ip, 80, 5)
+        self.sock = self.connection.sock
+
+    def get(self, dev: str | None, path: str = "/") -> tuple[int, str]:
+        headers = {"x-dev": dev} if dev is not None else {}
+        self.connection.request("GET", path, headers=headers)
+        response = self.connection.getresponse()
+        body = response.read().decode()
+        assert self.connection.sock is self.sock, "the connection was not kept alive"
+        return response.status, body
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def who(answer: tuple[int, str]) -> str:
+    """``alice`` for ``local:alice``, ``cluster`` for an echo pod's answer."""
+    status, body = answer
+    assert status == 200, answer
+    return body.removeprefix("local:") if body.startswith("local:") else "cluster"
+
+
+def records(kubectl: Run, namespace: str) -> list[dict[str, object]]:
+    out = kubectl("-n", namespace, "get", "kubetunnels", "-o", "json")
+    return list(json.loads(out.stdout or '{"items": []}')["items"])
+
+
+def intercept(connect: Callable[..., Connect], namespace: str, local: LocalServer,
+              *options: str) -> Connect:
+    session = connect("orders", "-n", namespace, "-p", f"{local.port}:80", "--no-forward",
+                      *options)
+    session.wait_line("traffic switched", timeout=90)
+    return session
+
+
+def test_three_developers_keep_alive_failback_and_last_ctrl_c(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect], ask: Ask,
+    sandbox: RunningSandbox, local_server: Callable[..., LocalServer],
+) -> None:
+    ip = deploy_echo(kubectl, namespace, "orders")
+    before = selector(kubectl, namespace, "orders")
+    devs = {name: local_server(name, "http/1.1") for name in ("alice", "bob", "carol")}
+    alice = intercept(connect, namespace, devs["alice"], "--header", "x-dev=alice")
+    bob = intercept(connect, namespace, devs["bob"], "--header", "x-dev~bob|robert")
+    wanted = ["alice", "bob", None, "alice", None, "bob", "bob"]
+    client = KeepAlive(sandbox, ip)
+    try:
+        assert [who(client.get(d)) for d in wanted] == [
+            "alice", "bob", "cluster", "alice", "cluster", "bob", "bob"]
+        carol = intercept(connect, namespace, devs["carol"], "--header", "x-dev=carol")
+        wanted = ["carol", "alice", None, "bob", "carol", "nobody"] * 3
+        expected = [d if d in devs else "cluster" for d in wanted]
+        assert [who(client.get(d)) for d in wanted] == expected
+
+        # Bob's process stops: his requests go to the cluster, the others' stay theirs.
+        devs["bob"].stop()
+        wait_for(lambda: who(client.get("bob")) == "cluster", 2, "bob's failback")
+        assert [who(client.get(d)) for d in ("alice", "bob", "carol", None)] == [
+            "alice", "cluster", "carol", "cluster"]
+        bob.wait_line("traffic goes back to the cluster")
+        devs["bob"].start()
+        wait_for(lambda: who(client.get("bob")) == "bob", 5, "bob's requests coming back")
+        assert [who(client.get(d)) for d in ("alice", "bob", "carol", None)] == [
+            "alice", "bob", "carol", "cluster"]
+        bob.wait_line("requests routed here")
+
+        # Ending two intercepts keeps the third (and the shared agent) working.
+        assert alice.stop(signal.SIGINT) == 0, alice.output()
+        assert carol.stop(signal.SIGINT) == 0, carol.output()
+        assert [who(client.get(d)) for d in ("alice", "bob", "carol")] == [
+            "cluster", "bob", "cluster"]
+    finally:
+        client.close()
+    # The last one restores the Service and takes the shared agent and its objects along.
+    assert bob.stop(signal.SIGINT) == 0, bob.output()
+    assert "restored" in bob.output()
+    assert selector(kubectl, namespace, "orders") == before
+    wait_for(lambda: tunnel_objects(kubectl, namespace) == [], 30, "shared objects removed",
+             interval=0.5, details=lambda: "\n".join(tunnel_objects(kubectl, namespace)))
+    assert ask(ip).startswith("orders-")
+
+
+def test_killed_cli_removes_only_its_intercept(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect],
+    sandbox: RunningSandbox, local_server: Callable[..., LocalServer],
+) -> None:
+    ip = deploy_echo(kubectl, namespace, "orders", replicas=1)
+    alice_local = local_server("alice", "http/1.1")
+    bob_local = local_server("bob", "http/1.1")
+    alice = intercept(connect, namespace, alice_local, "--header", "x-dev=alice",
+                      "--lease-ttl", "5")
+    bob = intercept(connect, namespace, bob_local, "--header", "x-dev=bob")
+    client = KeepAlive(sandbox, ip)
+    try:
+        assert [who(client.get(d)) for d in ("alice", "bob")] == ["alice", "bob"]
+        alice.stop(signal.SIGKILL)
+        # Its tunnel drops with the process: its requests go to the cluster at once...
+        wait_for(lambda: who(client.get("alice")) == "cluster", 2, "alice's failback")
+        # ...and its record goes once its lease expires; bob's intercept stays.
+        wait_for(lambda: len(records(kubectl, namespace)) == 1, 30, "alice's record removed",
+                 interval=0.5)
+        assert [who(client.get(d)) for d in ("alice", "bob", None)] == [
+            "cluster", "bob", "cluster"]
+        assert selector(kubectl, namespace, "orders")["selector"] == {
+            "we-dcode-app": "kubetunnel", "kubetunnel.dev/tunnel": "orders.shared"}
+    finally:
+        client.close()
+    assert bob.process.poll() is None, bob.output()
+    assert bob.stop(signal.SIGINT) == 0, bob.output()
+
+
+def test_plain_connect_refused_while_filtered_and_the_reverse(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect],
+    local_server: Callable[..., LocalServer],
+) -> None:
+    deploy_echo(kubectl, namespace, "orders", replicas=1)
+    local = local_server("alice", "http/1.1")
+    alice = intercept(connect, namespace, local, "--header", "x-dev=alice")
+    plain = connect("orders", "-n", namespace, "-p", f"{local.port}:80", "--no-forward")
+    assert plain.process.wait(60) != 0
+    assert "has filtered or mirrored intercepts by" in plain.output()
+    assert "(filtered: x-dev=alice)" in plain.output()
+    assert "Traceback" not in plain.output()
+    assert alice.stop(signal.SIGINT) == 0, alice.output()
+    wait_for(lambda: tunnel_objects(kubectl, namespace) == [], 30, "shared objects removed",
+             interval=0.5)
+
+    holder = connect("orders", "-n", namespace, "-p", f"{local.port}:80", "--no-forward")
+    holder.wait_line("traffic switched", timeout=90)
+    filtered = connect("orders", "-n", namespace, "-p", f"{local.port}:80", "--no-forward",
+                       "--header", "x-dev=bob")
+    assert filtered.process.wait(60) != 0
+    assert "is already tunneled by" in filtered.output()
+    assert "Traceback" not in filtered.output()
+    assert [r["spec"]["mode"] for r in records(kubectl, namespace)  # type: ignore[index]
+            ] == ["exclusive"]
+    assert holder.stop(signal.SIGINT) == 0, holder.output()
