@@ -9,6 +9,9 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -170,3 +173,50 @@ def test_plain_connect_refused_while_filtered_and_the_reverse(
     assert [r["spec"]["mode"] for r in records(kubectl, namespace)  # type: ignore[index]
             ] == ["exclusive"]
     assert holder.stop(signal.SIGINT) == 0, holder.output()
+
+
+def test_status_lists_intercepts_with_requests_and_overlaps(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect], env: dict[str, str],
+    sandbox: RunningSandbox, local_server: Callable[..., LocalServer],
+) -> None:
+    ip = deploy_echo(kubectl, namespace, "orders", replicas=1)
+    alice = intercept(connect, namespace, local_server("alice", "http/1.1"),
+                      "--header", "x-dev=alice")
+    anyone = intercept(connect, namespace, local_server("anyone", "http/1.1"),
+                       "--header", "x-dev~.*", "--path-prefix", "/api/")
+    assert "overlaps" in anyone.output()  # warned at start: alice's requests to /api/ stay hers
+    client = KeepAlive(sandbox, ip)
+    try:
+        assert [who(client.get(d, p)) for d, p in (("alice", "/api/x"), ("bob", "/api/x"),
+                                                    ("bob", "/other"), ("alice", "/"))] == [
+            "alice", "anyone", "cluster", "alice"]
+    finally:
+        client.close()
+
+    def status() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modes", "cli", "status", "-n", namespace],
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
+
+    def rows(shown: subprocess.CompletedProcess[str]) -> tuple[list[str], list[str]]:
+        lines = shown.stdout.splitlines()
+        alice_row = next((line.split() for line in lines if "x-dev=alice" in line), [])
+        anyone_row = next((line.split() for line in lines if "x-dev~.*," in line), [])
+        return alice_row, anyone_row
+
+    # The agent reports each intercept's counters about once a second.
+    shown = status()
+    deadline = time.monotonic() + 15
+    while [row[6:7] for row in rows(shown)] != [["2"], ["1"]]:
+        assert time.monotonic() < deadline, shown.stdout + shown.stderr
+        time.sleep(0.2)
+        shown = status()
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].split()[:7] == [
+        "NAMESPACE", "SERVICE", "CLIENT", "MODE", "CONNECTED", "SINCE", "REQUESTS"]
+    alice_row, anyone_row = rows(shown)
+    assert alice_row[3:5] == ["filtered", "yes"]
+    assert anyone_row[-3:] == ["x-dev~.*,", "path", "/api/*"]
+    assert "overlap" in shown.stderr
+    assert "first made wins" in shown.stderr
+    assert anyone.stop(signal.SIGINT) == 0, anyone.output()
+    assert alice.stop(signal.SIGINT) == 0, alice.output()
