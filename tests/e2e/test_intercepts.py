@@ -9,11 +9,17 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from modes.sandbox.testing import RunningSandbox, cluster_socket
@@ -23,6 +29,7 @@ from tests.e2e.conftest import (
     LocalServer,
     Run,
     deploy_echo,
+    free_port,
     selector,
     tunnel_objects,
     wait_for,
@@ -220,3 +227,99 @@ def test_status_lists_intercepts_with_requests_and_overlaps(
     assert "first made wins" in shown.stderr
     assert anyone.stop(signal.SIGINT) == 0, anyone.output()
     assert alice.stop(signal.SIGINT) == 0, alice.output()
+
+
+@pytest.mark.parametrize("trouble", ["slow", "dead", "500"])
+def test_mirror_leaves_cluster_answers_unchanged(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect], env: dict[str, str],
+    sandbox: RunningSandbox, local_server: Callable[..., LocalServer], trouble: str,
+    tmp_path: Path,
+) -> None:
+    ip = deploy_echo(kubectl, namespace, "orders", replicas=1)
+    local = local_server("mirror", "http/1.1")
+    session = intercept(connect, namespace, local, "--mirror")
+    client = KeepAlive(sandbox, ip)
+    try:
+        assert who(client.get("x")) == "cluster"
+        wait_for(lambda: "copies 1," in session.output(), 10, "the copy reaching the laptop",
+                 details=session.output)
+        if trouble == "dead":
+            local.stop()
+        paths = {"slow": f"/slow?seconds=3&mark={tmp_path / 'mark'}", "dead": "/",
+                 "500": "/status/500"}
+        for _ in range(20):
+            status, body = client.get("x", paths[trouble])
+            assert status == 200, body  # the cluster's answer, whatever the copy got
+            assert body.startswith("orders-"), body
+    finally:
+        client.close()
+    if trouble == "slow":
+        assert (tmp_path / "mark").exists()  # the copies did arrive, and were waited for
+    assert session.stop(signal.SIGINT) == 0, session.output()
+
+
+def test_h2c_streams_routed_by_metadata_header(
+    kubectl: Run, namespace: str, connect: Callable[..., Connect], sandbox: RunningSandbox,
+) -> None:
+    """gRPC's way: one HTTP/2 connection, each stream routed by its own metadata. (The echo pods
+    speak HTTP/1.1 only, so every stream here matches a developer.)"""
+    ip = deploy_echo(kubectl, namespace, "orders", replicas=1)
+    servers, sessions = {}, []
+    try:
+        for name in ("alice", "bob"):
+            port = free_port()
+            servers[name] = subprocess.Popen(
+                [sys.executable, str(Path(__file__).parent / "h2c_server.py"), str(port), name])
+            wait_for(partial(_h2c_up, port, name), 10, "the local h2c server", interval=0.2)
+            sessions.append(connect("orders", "-n", namespace, "-p", f"{port}:80",
+                                    "--no-forward", "--header", f"x-dev={name}"))
+        for session in sessions:
+            session.wait_line("traffic switched", timeout=90)
+        devs = ["alice", "bob", "bob", "alice", "bob"]
+        answers = _h2c(cluster_socket(sandbox, ip, 80, 5), devs)
+        assert answers == [f"h2c:{d}" for d in devs]
+        for session in sessions:
+            assert session.stop(signal.SIGINT) == 0, session.output()
+    finally:
+        for server in servers.values():
+            server.kill()
+            server.wait()
+
+
+def _h2c_up(port: int, name: str) -> bool:
+    try:
+        return _h2c(socket.create_connection(("127.0.0.1", port), 5), [None]) == [f"h2c:{name}"]
+    except OSError:
+        return False
+
+
+def _h2c(sock: socket.socket, devs: list[str | None]) -> list[str]:
+    """One h2c connection, one stream per entry (all open at once), their bodies in order."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sids = []
+    for dev in devs:
+        sid = conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":scheme", "http"), (":authority", "orders"),
+                   (":path", "/orders.Orders/Get"), ("content-type", "application/grpc")]
+        conn.send_headers(sid, headers + ([("x-dev", dev)] if dev else []))
+        conn.send_data(sid, b"\x00\x00\x00\x00\x00", end_stream=True)
+        sids.append(sid)
+    bodies: dict[int, bytes] = dict.fromkeys(sids, b"")
+    ended: set[int] = set()
+    with sock:
+        sock.settimeout(10)
+        sock.sendall(conn.data_to_send())
+        while ended != set(sids):
+            data = sock.recv(65536)
+            assert data, "the connection closed"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    bodies[event.stream_id] += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended.add(event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    raise AssertionError(f"stream {event.stream_id} reset")
+            sock.sendall(conn.data_to_send())
+    return [bodies[sid].decode() for sid in sids]
