@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from kubetunnel.errors import UsageError
+from kubetunnel.filters import Filter
+from kubetunnel.intercepts import Intercept, Mode
 
 Phase = Literal[
     "Pending", "Starting", "Ready", "Connected", "Disconnected", "Failed", "Terminating"
@@ -107,6 +109,11 @@ class TunnelStatus:
     agent_pod: str | None = None
     connected_since: datetime | None = None
     conditions: tuple[Condition, ...] = ()
+    requests: int = 0
+    """Filtered and mirrored intercepts: requests the shared agent routed (or copied) to the
+    client, as it last reported."""
+    mirror_dropped: int = 0
+    """Mirrors: copies the shared agent dropped (queue full, too large, client too slow)."""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -119,6 +126,10 @@ class TunnelStatus:
             data["agentPod"] = self.agent_pod
         if self.connected_since:
             data["connectedSince"] = format_time(self.connected_since)
+        if self.requests:
+            data["requests"] = self.requests
+        if self.mirror_dropped:
+            data["mirrorDropped"] = self.mirror_dropped
         return data
 
     def trouble(self) -> str | None:
@@ -137,6 +148,8 @@ class TunnelStatus:
             agent_pod=data.get("agentPod"),
             connected_since=parse_time(data.get("connectedSince")),
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions", [])),
+            requests=int(data.get("requests", 0)),
+            mirror_dropped=int(data.get("mirrorDropped", 0)),
         )
 
 
@@ -162,6 +175,22 @@ class TunnelRecord:
     deleting: bool = False
     finalizers: tuple[str, ...] = ()
     status: TunnelStatus = field(default_factory=TunnelStatus)
+    mode: Mode = Mode.EXCLUSIVE
+    filter: Filter = field(default_factory=Filter)
+
+    @property
+    def shared(self) -> bool:
+        """Filtered or mirrored: served by the Service's one shared agent."""
+        return self.mode is not Mode.EXCLUSIVE
+
+    @property
+    def agent_tunnel(self) -> str:
+        """The tunnel label of the agent pod that serves this record."""
+        return shared_tunnel(self.service) if self.shared else self.name
+
+    def intercept(self) -> Intercept:
+        created = self.created_at.timestamp() if self.created_at is not None else 0.0
+        return Intercept(self.name, self.mode, self.filter, created, self.client)
 
     def replace(self, **changes: Any) -> TunnelRecord:
         return dataclasses.replace(self, **changes)
@@ -175,6 +204,9 @@ class TunnelRecord:
         }
         if self.renewed_at is not None:
             spec["renewTime"] = format_micro_time(self.renewed_at)
+        if self.shared:  # an exclusive record keeps the shape it always had
+            spec["mode"] = self.mode.value
+            spec["filter"] = self.filter.to_dict()
         return spec
 
     def lease_expired(self, at: datetime | None = None) -> bool:
@@ -197,8 +229,31 @@ def record_from_spec(
         client=spec.get("client", ""),
         lease_ttl_seconds=int(spec.get("leaseTTLSeconds", 60)),
         renewed_at=parse_time(spec.get("renewTime")),
+        mode=_mode(spec.get("mode")),
+        filter=Filter.from_dict(spec.get("filter") or {}),
         **metadata,
     )
+
+
+def _mode(value: Any) -> Mode:
+    try:
+        return Mode(value or "exclusive")  # records written before modes existed: exclusive
+    except ValueError:
+        raise UsageError(f"unknown intercept mode {value!r}") from None
+
+
+SHARED_SUFFIX = ".shared"
+
+
+def shared_tunnel(service: str) -> str:
+    """The tunnel label of a Service's shared agent (filtered and mirrored intercepts). The
+    dot keeps it apart from every record name: those are DNS labels, which have none."""
+    return service[:56] + SHARED_SUFFIX
+
+
+def shared_service(tunnel: str) -> str | None:
+    """The Service whose shared agent ``tunnel`` names, or None for a record's name."""
+    return tunnel[:-len(SHARED_SUFFIX)] if tunnel.endswith(SHARED_SUFFIX) else None
 
 
 def now() -> datetime:

@@ -36,6 +36,8 @@ log = get_logger(__name__)
 class Report:
     connected: bool
     reason: str
+    counts: tuple[tuple[str, int], ...] = ()
+    """A shared agent's per-intercept counters (``requests``, ``mirrorDropped``)."""
 
 
 class StatusReporter:
@@ -74,10 +76,11 @@ class StatusReporter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="kubetunnel:reporter")
 
-    async def __call__(self, connected: bool, reason: str) -> None:
+    async def __call__(self, connected: bool, reason: str,
+                       counts: dict[str, int] | None = None) -> None:
         """Record the latest state; returns at once (the sender delivers it)."""
         self.start()
-        report = Report(connected, reason)
+        report = Report(connected, reason, tuple(sorted((counts or {}).items())))
         if report != self._wanted:
             self._wanted = report
             self._delivered_event.clear()
@@ -126,7 +129,9 @@ class StatusReporter:
 
     async def _send(self, report: Report) -> bool:
         assert self._session is not None
-        body = {"connected": report.connected, "reason": report.reason}
+        body: dict[str, object] = {"connected": report.connected, "reason": report.reason}
+        if report.counts:
+            body["counts"] = dict(report.counts)
         try:
             async with self._session.post(self.url, json=body, headers=self._headers) as resp:
                 if resp.status < 300:

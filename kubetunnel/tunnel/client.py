@@ -78,10 +78,12 @@ class TunnelClient:
         self, transport: Transport, target: TunnelTarget, token: str, routes: Sequence[Route],
         *, client_id: str = "", options: ClientOptions | None = None,
         on_connection: ConnectionListener | None = None,
+        intercept: dict[str, Any] | None = None,
     ) -> None:
         self._transport = transport
         self._target = target
-        self._hello = Hello(VERSIONS, token, client_id, (options or ClientOptions()).session.window)
+        self._hello = Hello(VERSIONS, token, client_id, (options or ClientOptions()).session.window,
+                            intercept)
         self.routes = {route.agent_port: route for route in routes}
         self.options = options or ClientOptions()
         self._on_connection = on_connection

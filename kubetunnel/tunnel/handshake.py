@@ -54,9 +54,13 @@ class Hello:
     token: str
     client: str = ""
     window: int = 256 * 1024
+    intercept: dict[str, Any] | None = None
+    """A filtered or mirrored intercept's id, mode, filter, created time and holder (the
+    ``Intercept.to_dict`` shape); None for a plain (exclusive) connect. Older agents ignore it."""
 
     def __repr__(self) -> str:
-        return f"Hello(versions={self.versions}, client={self.client!r}, window={self.window})"
+        return (f"Hello(versions={self.versions}, client={self.client!r}, window={self.window}, "
+                f"intercept={self.intercept!r})")
 
 
 @dataclass(frozen=True)
@@ -117,12 +121,15 @@ def _window(value: Any) -> int:
 
 async def client_handshake(stream: ByteStream, hello: Hello, timeout: float) -> Opened:
     """Send HELLO, wait for WELCOME; raise TunnelRefused or ProtocolError otherwise."""
-    payload = json.dumps({
+    fields: dict[str, Any] = {
         "versions": list(hello.versions),
         "token": hello.token,
         "client": hello.client,
         "window": hello.window,
-    }).encode()
+    }
+    if hello.intercept is not None:
+        fields["intercept"] = hello.intercept
+    payload = json.dumps(fields).encode()
     async with asyncio.timeout(timeout):
         await stream.send(MAGIC + encode(FrameType.HELLO, 0, 0, payload))
         frame, leftover = await _read_frame(stream)
@@ -169,8 +176,9 @@ async def server_handshake(
         await _refuse(stream, REFUSE_MALFORMED, "HELLO lacks a list of versions")
     if not isinstance(raw_token, str):
         await _refuse(stream, REFUSE_MALFORMED, "HELLO lacks a token")
+    intercept = body.get("intercept")
     hello = Hello(tuple(versions), raw_token, str(body.get("client", ""))[:200],
-                  _window(body.get("window")))
+                  _window(body.get("window")), intercept if isinstance(intercept, dict) else None)
     # Authenticate before saying anything else, so an unauthenticated peer learns nothing.
     if not hmac.compare_digest(hello.token.encode(), token):
         await _refuse(stream, REFUSE_UNAUTHORIZED, "wrong tunnel token")

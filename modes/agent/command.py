@@ -62,12 +62,15 @@ def read_token(path: str) -> bytes:
 @click.option("--drain-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               envvar="KUBETUNNEL_DRAIN_TIMEOUT",
               help="On SIGTERM, seconds open connections get to finish.")
+@click.option("--shared", is_flag=True, default=False, envvar="KUBETUNNEL_SHARED",
+              help="Serve the Service's filtered and mirrored intercepts: one tunnel per "
+                   "intercept, each HTTP request routed by its filters.")
 @event_loop_option
 @common_options
 def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file: str | None,
           token_from_env: bool, tunnel_namespace: str | None, tunnel_name: str | None,
           operator_url: str | None, bind_address: str, origin_address: str | None,
-          drain_timeout: float) -> None:
+          drain_timeout: float, shared: bool) -> None:
     """Run the tunnel agent (inside the tunnel pod)."""
     if not ports:
         raise click.UsageError("give at least one --port (or KUBETUNNEL_PORTS)")
@@ -82,7 +85,7 @@ def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file
                          operator_url=operator_url, origin_address=origin_address or None,
                          drain_timeout=drain_timeout)
     record = (tunnel_namespace, tunnel_name) if tunnel_namespace and tunnel_name else None
-    run_async(_serve(config, record))
+    run_async(_serve_shared(config, record) if shared else _serve(config, record))
 
 
 def _token_from_env() -> bytes:
@@ -140,6 +143,50 @@ async def _serve(config: AgentConfig, record: tuple[str, str] | None) -> None:
         await server.aclose(grace=config.drain_timeout)
         if reporter is not None:
             # The last report ("down") should reach the operator before we go; not forever.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reporter.wait_delivered(), 2.0)
+            await reporter.aclose()
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _serve_shared(config: AgentConfig, record: tuple[str, str] | None) -> None:
+    """The shared agent: reports go to each intercept's own record, with the shared token."""
+    from kubetunnel.reporting import StatusReporter
+    from modes.agent.health import start_health
+    from modes.agent.shared import SharedAgent
+
+    reporters: dict[str, StatusReporter] = {}
+
+    async def report(intercept: str, up: bool, reason: str, counts: dict[str, int]) -> None:
+        log.info("agent.report", intercept=intercept, up=up, reason=reason, **counts)
+        if config.operator_url and record is not None:
+            reporter = reporters.get(intercept)
+            if reporter is None:
+                reporter = reporters[intercept] = StatusReporter(
+                    config.operator_url, record[0], intercept, config.token)
+            await reporter(up, reason, counts)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    server = SharedAgent(config, on_report=report)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise KubetunnelError(
+            f"cannot listen on {config.bind_address}: {exc.strerror or exc}") from exc
+    runner = None
+    try:
+        if config.health_port is not None:
+            runner, _ = await start_health(server, config.bind_address, config.health_port)
+        await stop.wait()
+        log.info("agent.stopping")
+    finally:
+        await server.aclose(grace=config.drain_timeout)
+        for reporter in reporters.values():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reporter.wait_delivered(), 2.0)
             await reporter.aclose()

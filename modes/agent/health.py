@@ -11,17 +11,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from modes.agent.server import Agent
+from modes.agent.shared import SharedAgent
 
 
-def make_app(agent: Agent) -> web.Application:
+def make_app(agent: Agent | SharedAgent) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
         up, reason = agent.state()
         serving = agent.ready or agent.lingering
-        body = {"ready": agent.ready, "serving": serving, "tunnel": agent.session is not None,
-                "up": up, "reason": reason, "draining": agent.draining,
+        body = {"ready": agent.ready, "serving": serving, "tunnel": agent.attached, "up": up,
+                "reason": reason, "draining": agent.draining,
                 "connections": agent.counters.as_dict()}
         return web.json_response(body, status=200 if serving else 503)
 
@@ -31,7 +32,8 @@ def make_app(agent: Agent) -> web.Application:
     return app
 
 
-async def start_health(agent: Agent, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_health(agent: Agent | SharedAgent, host: str, port: int
+                       ) -> tuple[web.AppRunner, int]:
     """Serve the endpoints; returns the runner (to clean up) and the bound port."""
     runner = web.AppRunner(make_app(agent), access_log=None)
     await runner.setup()

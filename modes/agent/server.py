@@ -107,6 +107,10 @@ class Agent:
         # pod is a serving terminating endpoint that kube-proxy uses while no other is ready.
         self.lingering = False
 
+    @property
+    def attached(self) -> bool:
+        return self.session is not None
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -94,7 +94,7 @@ async def agent_pod(client: Any, record: TunnelRecord) -> tuple[dict[str, Any] |
     """The Ready tunnel pod of the record, or None and why not (for the progress line)."""
     pods = await client.get(
         f"/api/v1/namespaces/{record.namespace}/pods",
-        labelSelector=f"{TUNNEL_LABEL}={record.name}",
+        labelSelector=f"{TUNNEL_LABEL}={record.agent_tunnel}",
     )
     items = [p for p in pods.get("items", []) if not p["metadata"].get("deletionTimestamp")]
     for pod in items:

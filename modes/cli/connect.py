@@ -23,12 +23,20 @@ import click
 
 from kubetunnel.console import PluginChoice, cli_options, event_loop_option, run_async
 from kubetunnel.errors import AlreadyExists, KubetunnelError, NotFound, UsageError
+from kubetunnel.filters import Filter, make_filter
+from kubetunnel.intercepts import Mode
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Store, TransportSettings, TunnelTarget
 from kubetunnel.records import TunnelRecord, check_dns_label, now
 from kubetunnel.registry import get_registry
 from modes.cli import cluster
 from modes.cli.draining import DEFAULT_DRAIN_TIMEOUT, drain
+from modes.cli.intercepting import (
+    check_intercepts,
+    intercept_counts,
+    intercept_name,
+    non_http_ports,
+)
 from modes.cli.launching import CommandAfterDashes, LocalSession, command_after_dashes
 from modes.cli.liveline import Observed, RecordFollower, Switches, describe, route
 from modes.cli.localenv import LocalOptions, local_options
@@ -62,6 +70,8 @@ class Settings:
     no_hosts: bool = False
     identity: str = field(default_factory=client_identity)
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    mode: Mode = Mode.EXCLUSIVE
+    filter: Filter = field(default_factory=Filter)
 
 
 @click.command(cls=CommandAfterDashes)
@@ -95,6 +105,15 @@ class Settings:
               show_default=True,
               help="On Ctrl-C or disconnect: seconds that requests in flight get to finish, "
                    "after the Service is restored and before the tunnel closes.")
+@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE|NAME~REGEX",
+              help="Only HTTP requests with this header value (or whose value the regular "
+                   "expression matches whole) come here; the rest go to the cluster. "
+                   "Repeatable: all must match.")
+@click.option("--path-prefix", default=None, metavar="PREFIX",
+              help="Only HTTP requests whose path starts with PREFIX come here.")
+@click.option("--mirror", is_flag=True,
+              help="The cluster keeps answering every request; a copy of each (matching) "
+                   "request comes here and its answer is discarded.")
 @local_options
 @event_loop_option
 @store_option
@@ -104,7 +123,8 @@ def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], loc
             transport: str, address: str | None, tls_ca: str | None, forward: bool,
             hosts_file: str | None, no_hosts: bool, wait_local: bool, lease_ttl: int,
             operator_namespace: str, pod_timeout: float, drain_timeout: float, store: str,
-            local: LocalOptions, start_timeout: float) -> None:
+            local: LocalOptions, start_timeout: float, headers: tuple[str, ...],
+            path_prefix: str | None, mirror: bool) -> None:
     """Send the cluster's traffic for SERVICE to a process on this machine.
 
     After '--', the local process to run with the environment (and, with --mount, the config
@@ -119,9 +139,14 @@ def connect(kube: KubeOptions, service: str, ports: tuple[PortRequest, ...], loc
         raise click.UsageError("--transport direct needs --address HOST:PORT")
     if hosts_file and no_hosts:
         raise click.UsageError("--hosts-file and --no-hosts exclude each other")
+    try:
+        wanted = make_filter(headers, path_prefix)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    mode = Mode.MIRROR if mirror else Mode.FILTERED if not wanted.empty else Mode.EXCLUSIVE
     settings = Settings(service, ports, local_host, transport, store, operator_namespace,
                         lease_ttl, wait_local, forward, hosts_file, pod_timeout, tls_ca, address,
-                        no_hosts, drain_timeout=drain_timeout)
+                        no_hosts, drain_timeout=drain_timeout, mode=mode, filter=wanted)
     command = command_after_dashes()
     settings.wait_local = wait_local or bool(command)  # the process may take its time to listen
     connection = Connection(kube, settings)
@@ -143,6 +168,7 @@ class Connection:
         self.stop_reason = ""
         self._trouble: str | None = None  # the operator's reconcile error last shown
         self.local: LocalSession | None = None  # the -- COMMAND, --env-file, --mount
+        self.intercept: dict[str, Any] | None = None  # told to a shared agent in the HELLO
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -175,6 +201,10 @@ class Connection:
         service = await cluster.get_service(client, ns, self.s.service)
         mappings = resolve_ports(service, self.s.ports)
         await cluster.require_operator(client, self.s.operator_namespace)
+        await check_intercepts(store, ns, self.s, self.progress.note)
+        if self.s.mode is not Mode.EXCLUSIVE:
+            for warning in non_http_ports(service, mappings):
+                self.progress.note(f"warning: {warning}")
         if not self.s.wait_local:
             await self._require_local(mappings)
         if self.local is not None:  # a missing ConfigMap or Secret stops us before any change
@@ -187,6 +217,7 @@ class Connection:
         forwarder = None
         try:
             pod = await self._wait_pod(client, store, record)
+            self.intercept = record.intercept().to_dict() if record.shared else None
             self.progress.step(f"tunnel pod {pod['metadata']['name']} ready")
             token = await cluster.tunnel_token(client, ns, record)
             transport = get_registry().create("transport", self.s.transport, TransportSettings(
@@ -235,9 +266,12 @@ class Connection:
                                   "first, or drop --no-wait-local to wait for it)")
 
     async def _create_record(self, store: Store, ns: str, mappings: Any) -> TunnelRecord:
+        shared = self.s.mode is not Mode.EXCLUSIVE
         record = TunnelRecord(
-            namespace=ns, name=self.s.service, service=self.s.service, ports=mappings,
-            client=self.s.identity, lease_ttl_seconds=self.s.lease_ttl, renewed_at=now(),
+            namespace=ns, name=intercept_name(self.s.service) if shared else self.s.service,
+            service=self.s.service, ports=mappings, client=self.s.identity,
+            lease_ttl_seconds=self.s.lease_ttl, renewed_at=now(), mode=self.s.mode,
+            filter=self.s.filter,
         )
         try:
             return await store.create(record)
@@ -283,7 +317,7 @@ class Connection:
                 message = next((c.message for c in current.status.conditions
                                 if c.status == "False" and c.message), "the operator refused")
                 raise KubetunnelError(f"tunnel failed: {message}")
-            pod, why = await cluster.agent_pod(client, record)
+            pod, why = await cluster.agent_pod(client, record)  # the shared one, if filtered
             if pod is not None:
                 return pod
             if time.monotonic() > deadline:
@@ -309,7 +343,8 @@ class Connection:
         target = TunnelTarget(pod["metadata"]["namespace"], pod=pod["metadata"]["name"],
                               port=ports["tunnel"], address=self.s.address)
         tunnel = TunnelClient(transport, target, token, routes, client_id=self.s.identity,
-                              options=ClientOptions(probe_interval=0.2, probe_timeout=0.5))
+                              options=ClientOptions(probe_interval=0.2, probe_timeout=0.5),
+                              intercept=self.intercept)
         tunnel.start()
         try:
             await tunnel.wait_connected(timeout=30)
@@ -384,6 +419,10 @@ class Connection:
                 self._request_stop("the tunnel was ended from elsewhere")
                 break
             self._show_trouble(current)
+            if current.status.phase == "Failed":  # e.g. lost a race to a conflicting connect
+                message = next((c.message for c in current.status.conditions
+                                if c.status == "False" and c.message), "the operator refused")
+                raise KubetunnelError(f"tunnel failed: {message}")
             if current.status.connected and not switched:
                 self.progress.step(f"traffic switched: Service {record.namespace}/"
                                    f"{record.service} -> {local}")
@@ -419,6 +458,7 @@ class Connection:
                 f"{'up' if tunnel.connected else 'reconnecting'} | streams open {streams}"
                 f" | to local {to_local}, from local {from_local}"
                 f" | last switch {switches.last_change}"
+                + intercept_counts(current)
             )
             follower.changed.clear()
             waiters = {asyncio.ensure_future(self.stop.wait()),

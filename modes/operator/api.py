@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from kubetunnel.logging import get_logger
 from kubetunnel.records import TunnelRecord, now
 from modes.operator import agents, conditions, objects
 from modes.operator.conditions import AGENT_CONNECTED, SWITCHED
+from modes.operator.sharing import shared_uid
 
 if TYPE_CHECKING:
     from kubetunnel.kube import KubeClient
@@ -96,6 +98,16 @@ def parse_report(raw: bytes) -> tuple[bool, str]:
     return connected, reason
 
 
+def parse_counts(raw: bytes) -> dict[str, int]:
+    """A shared agent's per-intercept counters (``"counts": {"requests": n, ...}``), if any."""
+    counts = json.loads(raw).get("counts") or {}
+    if not isinstance(counts, dict) or not all(
+            k in ("requests", "mirrorDropped") and isinstance(v, int) and not isinstance(v, bool)
+            and 0 <= v < 1 << 62 for k, v in counts.items()):
+        raise ValueError('"counts" must map "requests" and "mirrorDropped" to counts')
+    return counts
+
+
 class Api:
     def __init__(self, operator: Operator) -> None:
         self.operator = operator
@@ -162,11 +174,12 @@ class Api:
             return _problem(413, f"the body is larger than {MAX_BODY} bytes; a report is a few")
         try:
             connected, reason = parse_report(raw)
+            counts = parse_counts(raw)
         except ValueError as exc:
             return _problem(400, str(exc))
         assert record is not None
         try:
-            await self._record(record, connected, reason)
+            await self._record(record, connected, reason, counts)
         except KubetunnelError as exc:
             log.warning("report.not_recorded", namespace=namespace, tunnel=name, error=str(exc))
             return _problem(503, f"the report could not be recorded, retry: {exc}")
@@ -185,16 +198,23 @@ class Api:
         )
         annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
         token = objects.token_of(obj) if obj else None
-        if token is None or annotations.get(objects.RECORD_UID) != record.uid:
+        # A filtered or mirrored record's agent is the Service's shared one, with its token.
+        uid = shared_uid(record.namespace, record.service) if record.shared else record.uid
+        if token is None or annotations.get(objects.RECORD_UID) != uid:
             return None
         self.operator.state.put_token(key, record.uid, token)
         return token
 
-    async def _record(self, record: TunnelRecord, connected: bool, reason: str) -> None:
+    async def _record(self, record: TunnelRecord, connected: bool, reason: str,
+                      counts: dict[str, int] | None = None) -> None:
         """Write the report into the record's status, re-reading on conflict."""
         store = self.operator.store
         for _ in range(8):
             status = record.status
+            if counts:
+                status = replace(status, requests=counts.get("requests", status.requests),
+                                 mirror_dropped=counts.get("mirrorDropped",
+                                                           status.mirror_dropped))
             was = conditions.is_true(status, AGENT_CONNECTED)
             status = conditions.with_condition(
                 status, AGENT_CONNECTED, "True" if connected else "False",

@@ -117,6 +117,7 @@ def deployment(
     operator_url: str,
     ports: AgentPorts,
     origin_address: str | None = None,
+    shared: bool = False,
 ) -> dict[str, Any]:
     labels = tunnel_labels(record)
     name = object_name(record)
@@ -138,6 +139,8 @@ def deployment(
         # By ClusterIP, like the operator URL: no DNS needed, and the address never changes for
         # the Service's life.
         env.append({"name": "KUBETUNNEL_ORIGIN_ADDRESS", "value": origin_address})
+    if shared:  # one tunnel per intercept, each request routed (modes/agent/shared.py)
+        env.append({"name": "KUBETUNNEL_SHARED", "value": "true"})
     container_ports = [
         {"name": TUNNEL_PORT_NAME, "containerPort": ports.tunnel, "protocol": "TCP"},
         {"name": HEALTH_PORT_NAME, "containerPort": ports.health, "protocol": "TCP"},

@@ -22,13 +22,13 @@ class Planner:
         self._operator_url: str | None = settings.operator_url
 
     async def deployment(self, record: TunnelRecord, service: selectors.ServiceView,
-                         owner: dict[str, Any] | None, origin_address: str | None = None
-                         ) -> dict[str, Any]:
+                         owner: dict[str, Any] | None, origin_address: str | None = None,
+                         *, shared: bool = False) -> dict[str, Any]:
         targets = await self.target_ports(record, service)
         return objects.deployment(
             record, owner, image=self.settings.agent_image,
             operator_url=await self.operator_url(), ports=objects.AgentPorts.plan(targets),
-            origin_address=origin_address,
+            origin_address=origin_address, shared=shared,
         )
 
     async def origin(self, record: TunnelRecord, service: selectors.ServiceView,

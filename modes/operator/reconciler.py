@@ -17,8 +17,8 @@ from kubetunnel.errors import KubetunnelError, NotFound
 from kubetunnel.kube import ApiError, KubeClient
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import Store
-from kubetunnel.records import RECONCILED, TunnelRecord, TunnelStatus, now
-from modes.operator import agents, conditions, objects, origins, selectors
+from kubetunnel.records import RECONCILED, TunnelRecord, TunnelStatus, now, shared_service
+from modes.operator import agents, conditions, objects, origins, selectors, sharing
 from modes.operator.conditions import ACCEPTED, AGENT_CONNECTED, AGENT_READY, SWITCHED
 from modes.operator.events import Recorder
 from modes.operator.metrics import Metrics
@@ -41,6 +41,8 @@ class Reconciler:
         self.client, self.store, self.settings = client, store, settings
         self.state, self.recorder, self.metrics = state, recorder, metrics
         self.planner = Planner(client, settings)
+        self.sharing = sharing.Sharing(client, store, settings, state, self.planner,
+                                       self.release_orphans)
 
     def owner(self, record: TunnelRecord) -> dict[str, Any] | None:
         reference = getattr(self.store, "owner_reference", None)
@@ -72,6 +74,9 @@ class Reconciler:
 
     async def _reconcile(self, key: Key) -> float | None:
         namespace, name = key
+        if shared_service(name) is not None:  # a Service's shared agent, not a record
+            await self.sharing.converge(namespace, name)
+            return self.settings.resync
         record = await self.store.get(namespace, name)
         if record is None:
             self.state.drop_record(key)
@@ -113,9 +118,26 @@ class Reconciler:
         assert service.selector is not None
         status = conditions.with_condition(status, ACCEPTED, "True", "Accepted",
                                            f"tunneling Service {record.service}")
+        if record.shared:
+            await self.sharing.converge(record.namespace, record.agent_tunnel)
+            status, wake, _ = self.agent_state(record, status)
+            view = await selectors.read(self.client, record.namespace, record.service)
+            status = sharing.record_status(record, view, status)
+            await self.write_status(record, self.phase(status))
+            return wake
         try:
             await self.ensure_objects(record, service)
         except agents.Held as held:
+            if shared_service(held.tunnel) is not None:
+                holders = await self.sharing.live(record.namespace, held.tunnel)
+                if not holders:
+                    await self.release_orphans(record.namespace, held.tunnel)
+                    raise Retry(f"removed the shared agent {held.tunnel} left behind") from held
+                message = sharing.busy_message(record, holders)
+                status = conditions.with_condition(status, ACCEPTED, "False",
+                                                   "ServiceAlreadyTunneled", message)
+                await self.write_status(record, replace(status, phase="Failed"), failed=message)
+                return None
             if await self.store.get(record.namespace, held.tunnel) is None:
                 # Left behind by a record that is gone (its finalizer was removed by hand).
                 await self.release_orphans(record.namespace, held.tunnel)
@@ -171,7 +193,7 @@ class Reconciler:
         """The AgentReady condition, when to look again, and whether the agent counts as alive:
         Ready, or not Ready for less than the grace period (none by default: the pod watch
         tells us at once, and the Service must not point at a pod that cannot answer)."""
-        pods = self.state.agent_pods(record_key(record))
+        pods = self.state.agent_pods((record.namespace, record.agent_tunnel))
         ready = [p for p in pods if pod_ready(p)]
         chosen = (ready or pods)[0] if (ready or pods) else None
         status = replace(status, agent_pod=chosen["metadata"]["name"] if chosen else None)
@@ -298,15 +320,30 @@ class Reconciler:
         if service is None:
             return ("ServiceNotFound", f"Service {record.service} does not exist in namespace "
                     f"{record.namespace}; create it, or delete this tunnel")
-        if service.tunnel is not None and service.tunnel != record.name:
+        if service.tunnel is not None and shared_service(service.tunnel) is not None \
+                and service.tunnel != record.agent_tunnel:
+            holders = await self.sharing.live(record.namespace, service.tunnel)
+            if not holders:
+                await self.release(service, service.tunnel)  # left by intercepts that are gone
+                raise Retry(f"Service {record.service} was released from a stale shared agent")
+            return ("ServiceAlreadyTunneled", sharing.busy_message(record, holders))
+        if service.tunnel is not None and service.tunnel != record.agent_tunnel:
             holder = self.state.records.get((record.namespace, service.tunnel))
             if holder is None and await self.store.get(record.namespace, service.tunnel) is None:
                 await self.release(service, service.tunnel)  # left by a tunnel that is gone
                 raise Retry(f"Service {record.service} was released from a stale tunnel")
             return ("ServiceAlreadyTunneled", await self.held_message(record, service.tunnel))
         holders = [r for r in self.state.same_service(record) if not r.deleting or r == record]
-        if holders and holders[0].name != record.name:
-            return ("ServiceAlreadyTunneled", await self.held_message(record, holders[0].name))
+        names = [r.name for r in holders]
+        position = names.index(record.name) if record.name in names else len(names)
+        older = [r for r in holders[:position] if not (r.shared and record.shared)]
+        if older:
+            # First made wins, by the same order for every record: two CLIs racing to create
+            # conflicting records end with the later one refused, whatever the cache saw first.
+            if not older[0].shared:
+                return ("ServiceAlreadyTunneled", await self.held_message(record, older[0].name))
+            return ("ServiceAlreadyTunneled", sharing.busy_message(
+                record, [r for r in holders if r.shared and not r.deleting]))
         if service.selector is None:
             return ("ServiceHasNoSelector", f"Service {record.service} has no selector (an "
                     "ExternalName or selector-less Service); only a Service that selects pods "
@@ -330,13 +367,17 @@ class Reconciler:
         await self.restore_for(record)
         with contextlib.suppress(NotFound):
             await self.store.delete(record.namespace, record.name)
+        if record.shared:  # the others keep the shared agent; the last one takes it along
+            await self.sharing.converge(record.namespace, record.agent_tunnel)
 
     async def finalize(self, record: TunnelRecord) -> None:
         if record.status.phase != "Terminating":
             status = replace(record.status, phase="Terminating", connected=False)
             record = await self.write_status(record, status)
         await self.restore_for(record)
-        removed = await agents.remove_all(self.client, record)
+        removed = [] if record.shared else await agents.remove_all(self.client, record)
+        if record.shared:
+            await self.sharing.converge(record.namespace, record.agent_tunnel)
         if FINALIZER in record.finalizers:
             await self.store.replace(
                 record.replace(finalizers=tuple(f for f in record.finalizers if f != FINALIZER))
@@ -346,6 +387,8 @@ class Reconciler:
                  removed=len(removed))
 
     async def restore_for(self, record: TunnelRecord) -> None:
+        if record.shared:
+            return  # the shared agent's Service is restored with the last intercept
         service = await selectors.read(self.client, record.namespace, record.service)
         if service is not None and service.tunnel == record.name:
             outcome = await self.release(service, record.name)

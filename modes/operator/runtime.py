@@ -56,6 +56,7 @@ class Operator:
             on_error=lambda key, exc: self.metrics.reconcile_errors.inc(),
             on_done=lambda key, seconds: self.metrics.reconcile_seconds.observe(seconds),
         )
+        self.reconciler.sharing.enqueue = self.engine.enqueue
         self.elector = (
             LeaderElector(client, settings.namespace, settings.leader_lease, self.identity,
                           settings.leader_lease_seconds)
@@ -165,6 +166,8 @@ class Operator:
                     else:
                         self.state.put_record(record)
                     self.engine.enqueue(key)
+                    if record.shared:  # the shared agent follows its intercepts
+                        self.engine.enqueue((record.namespace, record.agent_tunnel))
                     if self.policies is not None:
                         self.policies.notify()
                     if event.type == "DELETED" or record.deleting:

@@ -46,6 +46,7 @@ class ServiceView:
     original_raw: str | None
     has_annotations: bool = True
     resource_version: str = ""
+    ports: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> ServiceView:
@@ -63,7 +64,8 @@ class ServiceView:
         return cls(meta.get("namespace", ""), meta["name"], selector or None,
                    annotations.get(TUNNEL_ANNOTATION), original, raw,
                    has_annotations="annotations" in meta and meta["annotations"] is not None,
-                   resource_version=str(meta.get("resourceVersion") or ""))
+                   resource_version=str(meta.get("resourceVersion") or ""),
+                   ports=tuple((obj.get("spec") or {}).get("ports") or ()))
 
 
 Outcome = Literal["switched", "restored", "unchanged", "changed-by-someone", "gone", "retry"]

@@ -54,8 +54,10 @@ def test_status_and_disconnect(kt: Run, kubectl: Run, namespace: str) -> None:
         ("orders", "ada@laptop", False)]
     table = kt("cli", "status", "-n", namespace)
     header, row = table.stdout.splitlines()
-    assert header.split() == ["NAMESPACE", "SERVICE", "CLIENT", "CONNECTED", "SINCE", "PORTS"]
-    assert row.split() == [namespace, "orders", "ada@laptop", "no", "-", "8080:80"]
+    assert header.split() == ["NAMESPACE", "SERVICE", "CLIENT", "MODE", "CONNECTED", "SINCE",
+                              "REQUESTS", "PORTS", "FILTER"]
+    assert row.split() == [namespace, "orders", "ada@laptop", "exclusive", "no", "-", "-",
+                           "8080:80", "-"]
     gone = kt("cli", "disconnect", "orders", "-n", namespace)
     assert gone.returncode == 0, gone.stderr
     assert json.loads(kt("cli", "status", "-n", namespace, "-o", "json").stdout) == []

@@ -145,10 +145,12 @@ class LocalServer:
     port: int
     name: str
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "local_server.py"), str(self.port), self.name])
+            [sys.executable, str(HERE / "local_server.py"), str(self.port), self.name,
+             *self.args])
         wait_for(lambda: ask_here("127.0.0.1", self.port) == f"local:{self.name}", 10,
                  "the local server to answer")
 
@@ -160,11 +162,11 @@ class LocalServer:
 
 
 @pytest.fixture
-def local_server() -> Iterator[Callable[[str], LocalServer]]:
+def local_server() -> Iterator[Callable[..., LocalServer]]:
     servers: list[LocalServer] = []
 
-    def make(name: str) -> LocalServer:
-        server = LocalServer(free_port(), name)
+    def make(name: str, *args: str) -> LocalServer:
+        server = LocalServer(free_port(), name, args=args)
         server.start()
         servers.append(server)
         return server

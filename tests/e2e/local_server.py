@@ -1,5 +1,8 @@
 """The 'local process' of the end-to-end tests: answers every GET with ``local:<name>``.
 
+With a third argument ``http/1.1`` it keeps connections alive (the default closes each one,
+as HTTP/1.0 does); ``GET /status/N`` answers with status N.
+
 ``GET /slow?seconds=S&mark=PATH`` creates the file PATH (the request has arrived), then answers
 after S seconds: a request in flight at a chosen moment.
 """
@@ -22,7 +25,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 Path(query["mark"][0]).touch()
             time.sleep(float(query.get("seconds", ["2"])[0]))
         body = f"local:{sys.argv[2]}".encode()
-        self.send_response(200)
+        status = int(url.path[len("/status/"):]) if url.path.startswith("/status/") else 200
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -32,4 +36,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    if sys.argv[3:] == ["http/1.1"]:
+        Handler.protocol_version = "HTTP/1.1"
     http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

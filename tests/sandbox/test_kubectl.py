@@ -83,7 +83,7 @@ def test_custom_resource_by_short_name_with_columns(
 ) -> None:
     kubectl("apply", "-f", "-", stdin=TUNNEL.format(name="t1", ns=ns))
     lines = kubectl("get", "kt", "-n", ns).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "SERVICE", "CONNECTED", "CLIENT", "PHASE", "AGE"]
+    assert lines[0].split() == ["NAME", "SERVICE", "CONNECTED", "CLIENT", "MODE", "PHASE", "AGE"]
     # CONNECTED is filled in by the operator, which runs as a pod once installed.
     assert lines[1].split()[:2] == ["t1", "orders"]
     assert "me@laptop" in lines[1].split()
