@@ -38,4 +38,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 if __name__ == "__main__":
     if sys.argv[3:] == ["http/1.1"]:
         Handler.protocol_version = "HTTP/1.1"
+        # http.server sends the head and the body in two writes: on a kept-alive connection
+        # Nagle holds the body until the CLI's delayed ACK (40 ms per answer).
+        Handler.disable_nagle_algorithm = True
     http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
