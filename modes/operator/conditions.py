@@ -4,6 +4,7 @@ back after a restart (the agent's last report, when the agent pod became unready
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from kubetunnel.records import Condition, TunnelStatus, now
@@ -50,25 +51,13 @@ def with_condition(
     updated = Condition(kind, value, reason, message, since)
     others = tuple(c for c in status.conditions if c.type != kind)
     ordered = sorted((*others, updated), key=lambda c: _ORDER.get(c.type, 99))
-    return status.__class__(
-        phase=status.phase,
-        connected=status.connected,
-        observed_generation=status.observed_generation,
-        agent_pod=status.agent_pod,
-        connected_since=status.connected_since,
-        conditions=tuple(ordered),
-    )
+    # replace(), not a new status: fields the conditions know nothing of (an intercept's
+    # counts) stay as they were.
+    return replace(status, conditions=tuple(ordered))
 
 
 def without(status: TunnelStatus, kind: str) -> TunnelStatus:
-    return status.__class__(
-        phase=status.phase,
-        connected=status.connected,
-        observed_generation=status.observed_generation,
-        agent_pod=status.agent_pod,
-        connected_since=status.connected_since,
-        conditions=tuple(c for c in status.conditions if c.type != kind),
-    )
+    return replace(status, conditions=tuple(c for c in status.conditions if c.type != kind))
 
 
 _ORDER = {ACCEPTED: 0, AGENT_READY: 1, AGENT_CONNECTED: 2, SWITCHED: 3}
