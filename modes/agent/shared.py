@@ -341,7 +341,10 @@ class SharedAgent:
     async def _report_loop(self) -> None:
         # State changes are reported at once; counters at most every interval.
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as
+            # the event is set (aclose does both), and aclose then waits for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._changed.wait()
             self._changed.clear()
             await self._report_now()
