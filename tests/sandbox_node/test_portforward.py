@@ -17,20 +17,16 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import portforward
 
-from tests.sandbox_node.threaded import ThreadedNode
+from tests.sandbox_node.threaded import ECHO_POD_IP, ThreadedNode, echo_node
 
-POD_IP = "127.77.3.1"
+POD_IP = ECHO_POD_IP
 MIB = 1 << 20
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ThreadedNode]:
-    node = ThreadedNode(tmp_path)
-    try:
-        node.add_pod("echo", POD_IP)
-        yield node
-    finally:
-        node.close()
+    with echo_node(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from modes.sandbox.node.spdy import forwarding, framing
 from modes.sandbox.node.spdy.forwarding import DialError
 from modes.sandbox.node.spdy.sessions import BUFFER_LIMIT, SpdySession
 from tests.sandbox_node.spdyclient import SpdyClient, channel_pair
+from tests.sandbox_node.threaded import echo_handler
 
 
 @dataclass
@@ -26,13 +27,8 @@ class Pod:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while data := await reader.read(1 << 16):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
+            await echo_handler(reader, writer)
         finally:
-            writer.close()
             self.closed.set()
 
     async def dial(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -12,9 +12,9 @@ import pytest
 
 from modes.sandbox.node.spdy import framing
 from modes.sandbox.node.spdy.framing import FrameDecoder, FrameEncoder
-from tests.sandbox_node.threaded import ThreadedNode
+from tests.sandbox_node.threaded import ECHO_POD_IP, ThreadedNode, echo_node
 
-POD_IP = "127.77.3.1"
+POD_IP = ECHO_POD_IP
 PATH = "/api/v1/namespaces/default/pods/echo/portforward"
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1",
            "X-Stream-Protocol-Version": "portforward.k8s.io"}
@@ -22,12 +22,8 @@ UPGRADE = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1",
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ThreadedNode]:
-    node = ThreadedNode(tmp_path)
-    try:
-        node.add_pod("echo", POD_IP)
-        yield node
-    finally:
-        node.close()
+    with echo_node(tmp_path) as made:
+        yield made
 
 
 def post(node: ThreadedNode, headers: dict[str, str]) -> tuple[int, str, dict[str, str]]:

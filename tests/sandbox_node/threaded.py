@@ -7,8 +7,9 @@ block the very server it talks to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,3 +81,17 @@ class ThreadedNode:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+ECHO_POD_IP = "127.77.3.1"
+
+
+@contextlib.contextmanager
+def echo_node(tmp_path: Path) -> Iterator[ThreadedNode]:
+    """A node serving one pod ``echo`` at :data:`ECHO_POD_IP` whose ports echo."""
+    node = ThreadedNode(tmp_path)
+    try:
+        node.add_pod("echo", ECHO_POD_IP)
+        yield node
+    finally:
+        node.close()
