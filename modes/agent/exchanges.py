@@ -133,7 +133,7 @@ class Exchange:
             if target.fallback is None:
                 self.client.exchange_failed(self, f"cannot reach {target.key}: {exc!r}")
                 return
-            router.counters.failed_back += 1
+            router.counters.fell_back(target.intercept)
             log.debug("router.failed_back", target=target.key, error=str(exc))
             self.target = target.fallback
             await self._dial(target.fallback)
@@ -232,7 +232,7 @@ class Exchange:
         target = self.target
         assert target is not None
         if not delivered and self._replay_to(target.fallback):
-            router.counters.failed_back += 1
+            router.counters.fell_back(target.intercept)
             router.counters.handed_over += 1
             log.info("router.handed_over", target=target.key, reason=reason)
             return

@@ -282,7 +282,7 @@ class H2cConnection(asyncio.Protocol):
         fallback = up.target.fallback
         for stream in streams:
             if not delivered and not stream.answered and fallback is not None:
-                self.router.counters.failed_back += 1
+                self.router.counters.fell_back(up.target.intercept)
                 stream.target, stream.up, stream.up_sid = fallback, None, 0
                 self._upstream(fallback).open(stream)
             else:

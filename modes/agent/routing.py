@@ -56,7 +56,14 @@ class RouterCounters:
     reset: int = 0  # could not be served: the client connection or stream was reset
     raw: int = 0  # connections that were not HTTP: relayed to the origin as bytes
     bad_requests: int = 0  # malformed HTTP after a first good request
-    per_intercept: dict[str, int] = field(default_factory=dict)  # requests routed to each laptop
+    per_intercept: dict[str, int] = field(default_factory=dict)  # requests each laptop took
+
+    def fell_back(self, intercept: str | None) -> None:
+        """A request routed to ``intercept``'s laptop went to the origin instead: it no longer
+        counts as that laptop's."""
+        self.failed_back += 1
+        if intercept is not None and self.per_intercept.get(intercept, 0) > 0:
+            self.per_intercept[intercept] -= 1
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -106,6 +113,16 @@ class Router:
             if key not in kept:
                 self.pool.drop(key)
         self.header_names = frozenset(n.encode("latin-1") for n in intercepts.header_names)
+
+    def set_answering(self, intercept_id: str, answering: bool) -> None:
+        """Whether an intercept's laptop takes new requests (its status). While it does not, its
+        kept-alive connections close as they come free, so a draining CLI is not held open by
+        idle ones and no request reaches it through them."""
+        key = f"local:{intercept_id}"
+        if answering:
+            self.pool.restore(key)
+        else:
+            self.pool.retire(key)
 
     def choose(self, path: str, headers: Mapping[str, str]) -> Route:
         """``headers``: lower-case name -> combined value, for the names in

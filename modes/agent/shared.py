@@ -248,6 +248,8 @@ class SharedAgent:
         def on_status(answering: bool, reason: str) -> None:
             if member is not None:
                 member.answering, member.reason = answering, reason
+                for router in self.routers.values():
+                    router.set_answering(member.intercept.id, answering)
                 self._changed.set()
 
         session = Session(stream, initiator=False, peer_window=opened.peer_window,

@@ -277,8 +277,11 @@ class Pool:
     def __init__(self, max_idle: int = MAX_IDLE) -> None:
         self._idle: dict[str, list[Upstream]] = {}
         self._max_idle = max_idle
+        self._retired: set[str] = set()
 
     def take(self, key: str) -> Upstream | None:
+        if key in self._retired:
+            return None
         idle = self._idle.get(key)
         while idle:
             upstream = idle.pop()
@@ -289,6 +292,9 @@ class Pool:
     def give(self, key: str, upstream: Upstream) -> None:
         upstream.bind(None)
         if upstream.closed:
+            return
+        if key in self._retired:
+            upstream.close()
             return
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self._max_idle:
@@ -303,8 +309,21 @@ class Pool:
 
     def drop(self, key: str) -> None:
         """Close the idle connections of an upstream that is gone (an intercept removed)."""
+        self._retired.discard(key)
         for upstream in self._idle.pop(key, ()):
             upstream.abort()
+
+    def retire(self, key: str) -> None:
+        """An upstream that takes no new request for now (a laptop draining or whose local
+        process is down): its idle connections close, and connections that finish a request
+        close instead of coming back, so nothing of it stays open (a draining CLI waits for
+        that). New requests dial, and a refused dial sends them elsewhere."""
+        self._retired.add(key)
+        for upstream in self._idle.pop(key, ()):
+            upstream.close()
+
+    def restore(self, key: str) -> None:
+        self._retired.discard(key)
 
     def upstreams(self) -> list[str]:
         return list(self._idle)

@@ -98,3 +98,28 @@ async def test_two_filters_on_one_port_and_one_local_process_down(shared: Shared
             "origin", "alice", "origin", "origin"]
         assert bob.requests == 2
     assert shared.agent.counts("alice")["requests"] == 3
+    # What went to the origin instead is not counted as routed to bob.
+    assert shared.agent.counts("bob")["requests"] == 2
+
+
+async def test_a_draining_cli_gets_no_new_request_and_is_not_held_open(shared: Shared) -> None:
+    alice = await start_upstream("alice")
+    assert alice.runner is not None
+    shared.runners.append(alice.runner)
+    client = shared.attach("alice", alice)
+    await client.wait_connected(5)
+    members = shared.agent.members
+    await until(lambda: "alice" in members and members["alice"].answering)
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        assert await _who(session, shared.port, "alice") == "alice"
+        assert client.inbound_streams() == 1  # the agent keeps that connection for the next
+
+        # Ctrl-C: the CLI drains, waiting for its inbound streams to end. The idle kept-alive
+        # one must not make it wait, and new requests for alice go to the origin at once.
+        client.drain("stopping")
+        await until(lambda: not members["alice"].answering)
+        await until(lambda: client.inbound_streams() == 0)
+        assert [await _who(session, shared.port, "alice") for _ in range(3)] == ["origin"] * 3
+        assert alice.requests == 1
+        assert client.inbound_streams() == 0
