@@ -12,6 +12,7 @@ from typing import Protocol
 
 from kubetunnel.logging import get_logger
 from kubetunnel.tunnel.framing import Payload
+from modes.agent.mirroring import Mirror
 from modes.agent.responses import ResponseError, ResponseTracker
 from modes.agent.routing import Router, Target
 from modes.agent.upstreams import Upstream
@@ -79,6 +80,8 @@ class Exchange:
         self.active = False
         self._eof_pending = False  # the client half-closed mid-request
         self._raw_client_eof = self._raw_upstream_eof = False  # upgraded: each side's FIN
+        # A finished request's copy for mirrors, sent once its response has gone to the client.
+        self.copy: tuple[bytes, tuple[Mirror, ...]] | None = None
 
     # --- the request side -------------------------------------------------------------------
 

@@ -145,7 +145,9 @@ class H1Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         while self._queue:
-            self._queue.popleft().abort()
+            exchange = self._queue.popleft()
+            exchange.abort()
+            self._mirror(exchange)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -232,9 +234,8 @@ class H1Connection(asyncio.Protocol):
         if self._chunked:
             exchange.send(b"0\r\n" + b"".join(self._trailers) + b"\r\n")
         if self._copy is not None:
-            copy = bytes(self._copy)
-            for mirror in self._mirrors:
-                mirror.offer(copy, exchange.method == b"HEAD")
+            # Sent once the response has gone back: the copy never delays the real answer.
+            exchange.copy = (bytes(self._copy), self._mirrors)
             self._copy = None
         self._current = None
         exchange.request_complete()
@@ -258,7 +259,16 @@ class H1Connection(asyncio.Protocol):
     def attached(self) -> None:
         self._update_reading()
 
+    @staticmethod
+    def _mirror(exchange: Exchange) -> None:
+        if exchange.copy is not None:
+            copy, mirrors = exchange.copy
+            exchange.copy = None
+            for mirror in mirrors:
+                mirror.offer(copy, exchange.method == b"HEAD")
+
     def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        self._mirror(exchange)
         if self._queue and self._queue[0] is exchange:
             self._queue.popleft()
         if exchange.upgrade:
@@ -274,6 +284,7 @@ class H1Connection(asyncio.Protocol):
         self._update_reading()
 
     def exchange_failed(self, exchange: Exchange, reason: str) -> None:
+        self._mirror(exchange)
         self.router.counters.reset += 1
         log.info("router.request_failed", port=self._port, reason=reason)
         self._abort()
@@ -303,13 +314,17 @@ class H1Connection(asyncio.Protocol):
         """In order: what was written reaches the client, then FIN."""
         self._closing = True
         while self._queue:
-            self._queue.popleft().abort()
+            exchange = self._queue.popleft()
+            exchange.abort()
+            self._mirror(exchange)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
     def _abort(self) -> None:
         self._closing = True
         while self._queue:
-            self._queue.popleft().abort()
+            exchange = self._queue.popleft()
+            exchange.abort()
+            self._mirror(exchange)
         if self._transport is not None and not self._transport.is_closing():
             abort_with_reset(self._transport)

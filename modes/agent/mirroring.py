@@ -66,6 +66,11 @@ class Mirror:
         """A copy the router gave up on (too large)."""
         self.stats.dropped += 1
 
+    @property
+    def pending(self) -> int:
+        """Copies offered and not yet answered (queued, or the one being sent)."""
+        return len(self._queue) + self._working
+
     async def _work(self) -> None:
         try:
             while self._queue:

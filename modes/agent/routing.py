@@ -145,6 +145,9 @@ class Router:
                 return Route(route.target, mirrors)
         return route
 
+    def mirror(self, intercept_id: str) -> Mirror | None:
+        return self._mirrors.get(intercept_id)
+
     def mirror_stats(self) -> dict[str, MirrorStats]:
         return {intercept_id: mirror.stats for intercept_id, mirror in self._mirrors.items()}
 

@@ -69,6 +69,33 @@ async def test_slow_mirror_drops_copies_and_never_delays_the_real_path(origin: U
         await mirror.runner.cleanup()
 
 
+async def test_a_copy_goes_to_the_mirror_only_after_the_real_answer(origin: Upstream) -> None:
+    mirror = await start_upstream("mirror")
+    origin.hold = asyncio.Event()
+    made = await start_router(origin.port)
+    try:
+        made.update([intercept("m", mode=Mode.MIRROR)], {"m": dial_to(mirror)})
+        copies = made.router.mirror_stats()
+        assert set(copies) == {"m"}
+        sent = asyncio.ensure_future(_send_all(made.port))
+        # The origin holds the first request, which the agent has read whole: no copy yet.
+        await until(lambda: origin.requests == 1)
+        queue = made.router.mirror("m")
+        assert queue is not None
+        assert queue.pending == 0
+        assert mirror.requests == 0
+        origin.hold.set()
+        answers = await sent
+        assert [status for status, _ in answers] == [200] * REQUESTS
+        await until(lambda: copies["m"].mirrored == REQUESTS)
+        assert mirror.requests == REQUESTS
+    finally:
+        origin.hold.set()
+        await made.aclose()
+        assert mirror.runner is not None
+        await mirror.runner.cleanup()
+
+
 async def test_dead_mirror_counts_failures(origin: Upstream) -> None:
     expected = await _baseline(origin)
     closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
