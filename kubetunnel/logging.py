@@ -90,5 +90,13 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return logger
 
 
+def current() -> tuple[str, LogFormat]:
+    """The level and format configured (or the defaults): for a child process to log alike."""
+    if _configured is None:
+        return "info", default_format()
+    level, fmt = _configured
+    return level, "json" if fmt == "json" else "console"
+
+
 def debug_enabled() -> bool:
     return _configured is not None and _configured[0] == "debug"

@@ -1,15 +1,21 @@
-"""The loopback kube-proxy: round robin, live endpoint changes, open connections kept."""
+"""The loopback kube-proxy: round robin, live endpoint changes, open connections kept; in this
+process and as the node runs it, in a child process fed through a pipe (which follows a
+restart of the child and leaves no process behind)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
 
 from modes.sandbox.node import proxy as proxy_module
 from modes.sandbox.node.proxy import ServiceProxy
+from modes.sandbox.node.proxyprocess import ProxyProcess
+from tests.operator.cluster import eventually
 
 CLUSTER_IP = "127.78.0.10"
 
@@ -47,17 +53,33 @@ async def hangup(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+Proxy = ServiceProxy | ProxyProcess
+
+
+@pytest.fixture(params=["in-process", "child-process"])
+async def services(request: pytest.FixtureRequest) -> AsyncIterator[Proxy]:
+    proxy: Proxy
+    if request.param == "in-process":
+        proxy = ServiceProxy()
+    else:
+        proxy = ProxyProcess()
+        await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
 @pytest.fixture
-async def services() -> AsyncIterator[ServiceProxy]:
+async def local_services() -> AsyncIterator[ServiceProxy]:
     proxy = ServiceProxy()
     yield proxy
     await proxy.stop()
 
 
-async def test_round_robin_over_ready_endpoints(services: ServiceProxy) -> None:
+async def test_round_robin_over_ready_endpoints(services: Proxy) -> None:
     async with backend("a", "127.77.1.1") as a, backend("b", "127.77.1.2") as b:
         await services.set_service("default", "web", CLUSTER_IP, {"http": 18080})
         services.set_endpoints("default", "web", {"http": [a, b]})
+        await services.synced()
         seen = []
         for _ in range(4):
             name, _, writer = await connect(18080)
@@ -66,13 +88,14 @@ async def test_round_robin_over_ready_endpoints(services: ServiceProxy) -> None:
         assert seen in (["a", "b", "a", "b"], ["b", "a", "b", "a"])
 
 
-async def test_endpoint_change_is_live_and_keeps_open_connections(services: ServiceProxy) -> None:
+async def test_endpoint_change_is_live_and_keeps_open_connections(services: Proxy) -> None:
     async with backend("old", "127.77.1.1") as old, backend("new", "127.77.1.2") as new:
         services.set_endpoints("default", "web", {"http": [old]})  # before the Service: kept
         await services.set_service("default", "web", CLUSTER_IP, {"http": 18081})
         name, reader, writer = await connect(18081)
         assert name == "old"
         services.set_endpoints("default", "web", {"http": [new]})
+        await services.synced()
         name2, _, writer2 = await connect(18081)  # the very next connection
         assert name2 == "new"
         writer.write(b"still there?\n")
@@ -81,7 +104,7 @@ async def test_endpoint_change_is_live_and_keeps_open_connections(services: Serv
         await hangup(writer2)
 
 
-async def test_no_endpoints_closes_the_connection(services: ServiceProxy) -> None:
+async def test_no_endpoints_closes_the_connection(services: Proxy) -> None:
     await services.set_service("default", "empty", CLUSTER_IP, {"": 18082})
     reader, writer = await asyncio.open_connection(CLUSTER_IP, 18082)
     assert await asyncio.wait_for(reader.read(), 2) == b""
@@ -89,10 +112,11 @@ async def test_no_endpoints_closes_the_connection(services: ServiceProxy) -> Non
 
 
 async def test_deleted_service_stops_listening_but_keeps_open_connections(
-        services: ServiceProxy) -> None:
+        services: Proxy) -> None:
     async with backend("a", "127.77.1.1") as a:
         await services.set_service("default", "web", CLUSTER_IP, {"http": 18083})
         services.set_endpoints("default", "web", {"http": [a]})
+        await services.synced()
         _, reader, writer = await connect(18083)
         await services.remove_service("default", "web")
         with pytest.raises(ConnectionRefusedError):
@@ -102,7 +126,7 @@ async def test_deleted_service_stops_listening_but_keeps_open_connections(
         await hangup(writer)
 
 
-async def test_large_transfer_both_ways(services: ServiceProxy) -> None:
+async def test_large_transfer_both_ways(services: Proxy) -> None:
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         total = 0
         while data := await reader.read(1 << 20):
@@ -115,6 +139,7 @@ async def test_large_transfer_both_ways(services: ServiceProxy) -> None:
     port = server.sockets[0].getsockname()[1]
     await services.set_service("default", "sink", CLUSTER_IP, {"": 18084})
     services.set_endpoints("default", "sink", {"": [("127.77.1.3", port)]})
+    await services.synced()
     reader, writer = await asyncio.open_connection(CLUSTER_IP, 18084)
     block = b"x" * (1 << 20)
     for _ in range(32):
@@ -127,7 +152,7 @@ async def test_large_transfer_both_ways(services: ServiceProxy) -> None:
 
 
 async def test_endpoints_arriving_during_the_bind_are_not_lost(
-        services: ServiceProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+        local_services: ServiceProxy, monkeypatch: pytest.MonkeyPatch) -> None:
     """`kubectl expose` of Ready pods: the Endpoints follow the Service at once, while its
     listener is still being bound. They used to be lost until the next endpoints change."""
     bound, resume = asyncio.Event(), asyncio.Event()
@@ -140,10 +165,10 @@ async def test_endpoints_arriving_during_the_bind_are_not_lost(
 
     monkeypatch.setattr(proxy_module.PortProxy, "start", start_and_pause)
     async with backend("a", "127.77.1.1") as a:
-        binding = asyncio.create_task(services.set_service("default", "api", CLUSTER_IP,
+        binding = asyncio.create_task(local_services.set_service("default", "api", CLUSTER_IP,
                                                            {"": 18085}))
         await bound.wait()
-        services.set_endpoints("default", "api", {"": [a]})
+        local_services.set_endpoints("default", "api", {"": [a]})
         resume.set()
         await binding
         reader, writer = await asyncio.open_connection(CLUSTER_IP, 18085)
@@ -166,7 +191,7 @@ def test_privileged_ports_note(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_endpoints_seen_while_the_listener_binds_are_used(
-    services: ServiceProxy, monkeypatch: pytest.MonkeyPatch
+    local_services: ServiceProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Endpoints event may be handled while the Service's listener is still being bound."""
     entered, gate = asyncio.Event(), asyncio.Event()
@@ -180,11 +205,44 @@ async def test_endpoints_seen_while_the_listener_binds_are_used(
     monkeypatch.setattr(proxy_module.PortProxy, "start", slow_bind)
     async with backend("a", "127.77.1.1") as a:
         adding = asyncio.create_task(
-            services.set_service("default", "web", CLUSTER_IP, {"http": 18080}))
+            local_services.set_service("default", "web", CLUSTER_IP, {"http": 18080}))
         await entered.wait()
-        services.set_endpoints("default", "web", {"http": [a]})
+        local_services.set_endpoints("default", "web", {"http": [a]})
         gate.set()
         await adding
         name, _, writer = await connect(18080)
         assert name == "a"
         await hangup(writer)
+
+
+async def test_the_child_process_is_started_again_with_what_it_had_and_leaves_nothing() -> None:
+    proxy = ProxyProcess()
+    await proxy.start()
+    try:
+        async with backend("a", "127.77.1.1") as a:
+            await proxy.set_service("default", "web", CLUSTER_IP, {"http": 18086})
+            proxy.set_endpoints("default", "web", {"http": [a]})
+            await proxy.synced()
+            first = proxy.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)  # kube-proxy crashed: its DaemonSet starts it again
+
+            async def answers() -> bool:
+                if proxy.pid in (None, first):
+                    return False
+                try:
+                    name, _, writer = await connect(18086)
+                except (OSError, TimeoutError):
+                    return False
+                await hangup(writer)
+                return name == "a"
+
+            await eventually(answers, timeout=10, interval=0.05)
+    finally:
+        await proxy.stop()
+    second = proxy.pid
+    assert second is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(CLUSTER_IP, 18086)

@@ -1,5 +1,6 @@
 """The node inside the sandbox process: follows Pods, Services and EndpointSlices through the
-store and drives the kubelet and the proxy (kube-proxy reads slices, not Endpoints).
+store and drives the kubelet and kube-proxy (a child process: :mod:`.proxyprocess`; it reads
+slices, not Endpoints).
 
 One watch loop per resource type, each applying events in order. A failing event is logged and
 skipped rather than stopping the loop: one odd object must not stall every other pod.
@@ -15,7 +16,8 @@ from typing import Any
 from kubetunnel.logging import get_logger
 from modes.sandbox.node.kubelet import Kubelet, KubeletConfig
 from modes.sandbox.node.logbuffer import ContainerLog
-from modes.sandbox.node.proxy import Backend, ServiceProxy
+from modes.sandbox.node.proxy import Backend
+from modes.sandbox.node.proxyprocess import ProxyProcess
 from modes.sandbox.node.store import ENDPOINTSLICES, PODS, SERVICES, Key, NodeStore
 
 Obj = dict[str, Any]
@@ -70,7 +72,7 @@ class NodeAgent:
 
     def __init__(self, config: KubeletConfig) -> None:
         self.config = config
-        self.proxy = ServiceProxy()
+        self.proxy = ProxyProcess()
         self.kubelet: Kubelet | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Open port-forward sessions (websockets, upgraded SPDY connections: anything with an
@@ -79,6 +81,7 @@ class NodeAgent:
         self._slices: dict[tuple[str, str], dict[str, Obj]] = {}  # by Service, by slice name
 
     async def start(self, store: NodeStore) -> None:
+        await self.proxy.start()
         self.kubelet = Kubelet(store, self.config)
         loops: list[tuple[Key, Callable[[str, Obj], Awaitable[None]]]] = [
             (PODS, self.kubelet.handle),

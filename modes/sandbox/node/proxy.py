@@ -185,6 +185,10 @@ class ServiceProxy:
     async def remove_service(self, namespace: str, name: str) -> None:
         await self.set_service(namespace, name, None, {})
 
+    async def synced(self) -> None:
+        """Until every change so far is in effect: at once, in this process (the node's proxy
+        process has to wait for its child)."""
+
     def remove_endpoints(self, namespace: str, name: str) -> None:
         self.set_endpoints(namespace, name, {})
         self._backends.pop((namespace, name), None)
