@@ -17,10 +17,21 @@ connections, and every answer names who answered (``local:<name>`` or the echo p
 - routing: with three developers (``--header x-dev=alice|bob|carol``) attached, --mixed requests
   for them, for nobody and without the header, at random over 8 kept-alive connections; an
   answer from anyone but the expected server is misrouted;
-- mirror: unmatched ("cluster path") GETs to ``orders`` without a mirror, with a
-  ``cli connect --mirror`` attached (a copy of every request goes to its local server), and
-  without again once it has ended; the ratio is the with-mirror p50 over the p50 of both
-  without-mirror phases.
+- mirror: unmatched ("cluster path") GETs to ``orders`` without a mirror, then with a
+  ``cli connect --mirror`` attached (a copy of every request goes to its local server; the
+  mirror's record must count them), then without again once it has ended (Ctrl-C), --cycles
+  times; each with-mirror phase's p50 is set against the mean of the two phases around it, and
+  the ratio is the median of those. Each phase also reads the CPU time of every process the
+  copies go through (the shared agent, the sandbox's API server and kubelet, kube-proxy, the
+  mirror's CLI and local server) per request: the agent's own share of the mirror's cost.
+
+  The cycles run twice: with every process free to use every core, then (--isolate, the
+  default, on two cores or more) with the cluster's side (this client, kube-proxy, the agent,
+  the echo pods) on CPU 0 and the laptop's side (the CLIs and local servers, and the API server
+  and kubelet that carry the tunnel) on the others. In real use the laptop is another machine:
+  on a 2-core box its processes otherwise take the very cores the cluster path is measured on,
+  and a copy costs them about four times what it costs the agent. RESULT's mirror ratio is the
+  isolated one; the table shows both.
 
 Ends with exactly one line:
 
@@ -33,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -150,11 +162,12 @@ class Bench:
                                    "jsonpath={.spec.clusterIP}").strip()
                 for name in ("orders", "plain")}
 
-    def local(self, name: str) -> int:
+    def local(self, name: str, pids: dict[str, int]) -> int:
         port = free_port()
         process = subprocess.Popen([sys.executable, str(SERVER), str(port), name, "http/1.1"],
                                    stderr=subprocess.DEVNULL)
         self.stack.callback(_end, process, signal.SIGKILL)
+        pids[name] = process.pid
         wait_until(lambda: answers_here(port, name), 10, f"local server {name}")
         return port
 
@@ -168,6 +181,16 @@ class Bench:
         process.log = log  # type: ignore[attr-defined]
         return process
 
+    def mirrored(self, process: subprocess.Popen[bytes], at_least: int) -> None:
+        """Until the mirror's record counts ``at_least`` copies: proof they were made."""
+        def counted() -> bool:
+            records = json.loads(self.kubectl("get", "kubetunnels.application.dcode.tech",
+                                              "-n", "default", "-o", "json"))["items"]
+            return any(r.get("spec", {}).get("mode") == "mirror"
+                       and r.get("status", {}).get("requests", 0) >= at_least for r in records)
+
+        wait_until(counted, 30, f"the mirror counting {at_least} copies")
+
     @staticmethod
     def switched(process: subprocess.Popen[bytes]) -> None:
         log: Path = process.log  # type: ignore[attr-defined]
@@ -180,6 +203,99 @@ class Bench:
         wait_until(done, 90, "connect switching traffic")
 
 
+def shared_agent_pid(sandbox: int) -> int:
+    """The shared agent's process (a sandbox pod is a child process of the sandbox)."""
+    for pid in children(sandbox, b"modes"):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"KUBETUNNEL_SHARED=true" in environ and b"agent" in command:
+            return pid
+    raise SystemExit("bench: no shared agent process found")
+
+
+def child_pid(parent: int, module: bytes) -> int:
+    """A child process of ``parent`` running ``python -m module``."""
+    for pid in children(parent, module):
+        return pid
+    raise SystemExit(f"bench: no {module.decode()} process under {parent}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process's threads have used (scheduler statistics, in nanoseconds; 0 once it
+    is gone)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+CLUSTER_CPUS = {0}
+LAPTOP_CPUS = set(range(1, os.cpu_count() or 2))
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of each process onto ``cpus`` (new threads inherit it)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task.name), cpus)
+
+
+def children(parent: int, module: bytes) -> list[int]:
+    found = []
+    for entry in Path(f"/proc/{parent}/task").iterdir():
+        for child in (entry / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if module in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                    found.append(int(child))
+    return found
+
+
+@dataclasses.dataclass
+class Cycles:
+    """Cluster-path samples without and with a mirror, and CPU per request per process."""
+
+    without: list[list[float]] = dataclasses.field(default_factory=list)
+    with_mirror: list[list[float]] = dataclasses.field(default_factory=list)
+    cpu: dict[bool, dict[str, list[float]]] = dataclasses.field(
+        default_factory=lambda: {False: {}, True: {}})
+
+    def ratios(self) -> list[float]:
+        """Each with-mirror phase's p50 over the mean p50 of the two phases around it."""
+        p50 = statistics.median
+        return [p50(w) / ((p50(self.without[i]) + p50(self.without[i + 1])) / 2)
+                for i, w in enumerate(self.with_mirror)]
+
+    def ratio(self) -> float:
+        return statistics.median(self.ratios())
+
+    def rows(self, how: str, p50: Callable[[list[float]], float]) -> list[tuple[str, str]]:
+        flat_without = [x for phase in self.without for x in phase]
+        flat_with = [x for phase in self.with_mirror for x in phase]
+        return [
+            (f"mirror, {how}:", ""),
+            ("  cluster path without mirror (each phase)",
+             ", ".join(f"{p50(w) * 1e3:.3f}" for w in self.without) + " ms p50"),
+            ("  cluster path with a mirror attached (each phase)",
+             ", ".join(f"{p50(w) * 1e3:.3f}" for w in self.with_mirror) + " ms p50"),
+            ("  pooled p50 / p99 without, with",
+             f"{p50(flat_without) * 1e3:.3f} / {quantile(flat_without, 0.99) * 1e3:.3f}, "
+             f"{p50(flat_with) * 1e3:.3f} / {quantile(flat_with, 0.99) * 1e3:.3f} ms"),
+            ("  cluster-path p50 ratio (median of cycles)",
+             f"{self.ratio():.2f}x (cycles " + ", ".join(f"{r:.2f}" for r in self.ratios())
+             + ")"),
+            ("  CPU per request without / with mirror (us):", ""),
+            *((f"    {name}", f"{p50(self.cpu[False][name]) * 1e6:.0f} / {p50(v) * 1e6:.0f}")
+              for name, v in self.cpu[True].items()),
+        ]
+
+
 def _end(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     if process.poll() is None:
         process.send_signal(sig)
@@ -188,6 +304,10 @@ def _end(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def progress(started: float, what: str) -> None:
+    print(f"bench: {time.monotonic() - started:5.1f}s {what}", file=sys.stderr, flush=True)
 
 
 def quantile(samples: list[float], q: float) -> float:
@@ -250,6 +370,13 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--mixed", type=int, default=10_000)
     parser.add_argument("--cluster", type=int, default=400, help="requests per mirror phase")
+    parser.add_argument("--cycles", type=int, default=3,
+                        help="mirror attached then detached, this many times")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                        help="repeat the mirror cycles with the cluster's side (this client, "
+                             "kube-proxy, the agent, the echo pods) on CPU 0 and the laptop's "
+                             "side (CLIs, local servers, the sandbox's API server and kubelet) on "
+                             "the others, as on separate machines; RESULT uses these")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--control-plane", choices=("builtin", "real"), default="builtin")
     args = parser.parse_args()
@@ -257,40 +384,85 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         sandbox = stack.enter_context(running_sandbox(Path(tmp),
                                                       control_plane=args.control_plane))
+        progress(started, "sandbox up")
         bench = Bench(sandbox, stack, Path(tmp))
         install = subprocess.run([sys.executable, "-m", "modes", "cli", "install"],
                                  env=bench.env, capture_output=True, text=True, check=False)
         if install.returncode != 0:
             raise SystemExit(f"bench: install failed: {install.stderr.strip()}")
         ips = bench.deploy()
-        ports = {name: bench.local(name) for name in (*DEVS, "mirror")}
+        progress(started, "deployed")
+        local_pids: dict[str, int] = {}
+        ports = {name: bench.local(name, local_pids) for name in (*DEVS, "mirror")}
+        progress(started, "local servers up")
         sessions = [bench.connect("plain", ports["alice"])]
         sessions += [bench.connect("orders", ports[dev], "--header", f"x-dev={dev}")
                      for dev in DEVS]
         for session in sessions:
             bench.switched(session)
+        progress(started, "four intercepts switched")
         with clients(sandbox, ips["orders"], 1) as (filtered,), \
                 clients(sandbox, ips["plain"], 1) as (plain,):
             for _ in range(50):  # warm both paths (pooled upstream connections, caches)
                 filtered.timed("alice", "alice")
                 plain.timed("alice", "alice")
             f_samples, p_samples, ratios = latency(filtered, plain, args.rounds, args.per_round)
-            before = cluster_path(filtered, args.cluster)
+            progress(started, "latency measured")
         with clients(sandbox, ips["orders"], 8) as many:
             misrouted, seen = mixed(many, args.mixed, args.seed)
-        mirror = bench.connect("orders", ports["mirror"], "--mirror")
-        bench.switched(mirror)
-        with clients(sandbox, ips["orders"], 1) as (client,):
-            cluster_path(client, 50)
-            with_mirror = cluster_path(client, args.cluster)
-        _end(mirror, signal.SIGINT)
-        with clients(sandbox, ips["orders"], 1) as (client,):
-            cluster_path(client, 50)
-            after = cluster_path(client, args.cluster)
+            progress(started, "mixed done")
+        agent, mirror_server = shared_agent_pid(sandbox.pid), local_pids["mirror"]
+        kube_proxy = child_pid(sandbox.pid, b"modes.sandbox.node.proxyprocess")
+        cluster_side = [os.getpid(), agent, kube_proxy,
+                        *children(sandbox.pid, b"modes.sandbox.node.echo")]
+        laptop_side = [sandbox.pid, *local_pids.values(), *(s.pid for s in sessions)]
+
+        def cycles(isolated: bool) -> Cycles:
+            made = Cycles()
+
+            def phase(mirrored: bool, cli: int | None = None) -> None:
+                pids = {"shared agent": agent, "sandbox (API server, kubelet)": sandbox.pid,
+                        "kube-proxy (the sandbox's child)": kube_proxy,
+                        "mirror's CLI": cli or 0, "mirror's local server": mirror_server}
+                with clients(sandbox, ips["orders"], 1) as (client,):
+                    cluster_path(client, 50)
+                    used = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    samples = cluster_path(client, args.cluster)
+                    for name, pid in pids.items():
+                        spent = (cpu_seconds(pid) - used[name]) / len(samples) if pid else 0.0
+                        made.cpu[mirrored].setdefault(name, []).append(spent)
+                (made.with_mirror if mirrored else made.without).append(samples)
+
+            phase(False)
+            for cycle in range(args.cycles):
+                mirror = bench.connect("orders", ports["mirror"], "--mirror")
+                bench.switched(mirror)
+                if isolated:
+                    pin([mirror.pid], LAPTOP_CPUS)
+                phase(True, mirror.pid)
+                bench.mirrored(mirror, args.cluster + 50)
+                _end(mirror, signal.SIGINT)
+                phase(False)
+                progress(started, f"mirror cycle {cycle + 1} of {args.cycles}"
+                         + (" (isolated)" if isolated else " (shared cores)"))
+            return made
+
+        shared = cycles(False)
+        isolated: Cycles | None = None
+        if args.isolate and len(os.sched_getaffinity(0)) >= 2:
+            pin(cluster_side, CLUSTER_CPUS)
+            pin(laptop_side, LAPTOP_CPUS)
+            try:
+                isolated = cycles(True)
+            finally:
+                every = os.sched_getaffinity(0) | LAPTOP_CPUS
+                pin([*cluster_side, *laptop_side], every)
     ratio = statistics.median(ratios)
-    without = before + after
-    mirror_ratio = statistics.median(with_mirror) / statistics.median(without)
-    total = (len(f_samples) + len(p_samples) + args.mixed + len(without) + len(with_mirror))
+    p50 = statistics.median
+    measured = isolated or shared
+    mirror_ratio = measured.ratio()
+    total = (len(f_samples) + len(p_samples) + args.mixed
+             + sum(len(x) for c in (shared, isolated) if c for x in c.without + c.with_mirror))
     rows = [
         ("plain (exclusive) intercept, x-dev: alice",
          f"{statistics.median(p_samples) * 1e3:.3f} / {quantile(p_samples, 0.99) * 1e3:.3f} ms"),
@@ -299,12 +471,11 @@ def main() -> None:
         ("filtered / plain p50 (median of rounds)", f"{ratio:.2f}x (target <= 1.3)"),
         (f"mixed: misrouted of {args.mixed} (8 connections)", f"{misrouted} (target 0)"),
         ("  answered by", ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))),
-        ("cluster path without mirror (before, after)",
-         f"{statistics.median(before) * 1e3:.3f}, {statistics.median(after) * 1e3:.3f} ms p50"),
-        ("cluster path with a mirror attached",
-         f"{statistics.median(with_mirror) * 1e3:.3f} / "
-         f"{quantile(with_mirror, 0.99) * 1e3:.3f} ms p50 / p99"),
-        ("mirror cluster-path p50 ratio", f"{mirror_ratio:.2f}x (target <= 1.15)"),
+        *shared.rows("shared cores", p50),
+        *(isolated.rows("laptop side on its own core", p50) if isolated else []),
+        ("mirror cluster-path p50 ratio (RESULT)",
+         f"{mirror_ratio:.2f}x (target <= 1.15; "
+         + ("laptop side on its own core)" if isolated else "shared cores)")),
         ("wall time", f"{time.monotonic() - started:.1f} s"),
     ]
     width = max(len(name) for name, _ in rows)
