@@ -209,9 +209,13 @@ class H2cConnection(asyncio.Protocol):
                 up.relay(stream, event.data, self._acker(stream.sid, event.flow_controlled_length),
                          False)
             elif isinstance(event, h2.events.TrailersReceived):
+                stream.trailers = True
                 up.relay(stream, list(event.headers), None, True)
             elif isinstance(event, h2.events.StreamEnded):
-                up.relay(stream, b"", None, True)
+                # After trailers (which ended it), a second end would make h2 close the upstream
+                # stream under its answer: a protocol error on the whole connection.
+                if not stream.trailers:
+                    up.relay(stream, b"", None, True)
             elif isinstance(event, h2.events.StreamReset):
                 self.streams.pop(stream.sid, None)
                 if stream.up_sid:

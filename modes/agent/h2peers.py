@@ -102,3 +102,4 @@ class RoutedStream:
         self.up_sid = 0
         self.ops: list[tuple[Any, Callable[[], None] | None, bool]] = []  # sent, for a replay
         self.answered = False
+        self.trailers = False  # the client sent trailers (they ended the stream)
