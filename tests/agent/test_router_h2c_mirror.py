@@ -9,15 +9,20 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 
+import h2.config
 import h2.connection
 import h2.events
 import httpx
 import pytest
 
 from kubetunnel.intercepts import Mode
+from kubetunnel.transports import loopback
+from kubetunnel.tunnel.framing import OPEN_INBOUND
+from kubetunnel.tunnel.streams import Stream
 from modes.agent.mirroring import COPY_LIMIT
-from modes.agent.upstreams import tcp_dial
+from modes.agent.upstreams import tcp_dial, tunnel_dial
 
+from .conftest import close_stack, make_stack
 from .h2servers import H2Server, events_until, raw_client, start_h2
 from .routers import Routed, intercept, start_router, until
 
@@ -226,3 +231,59 @@ async def test_a_stream_too_large_to_copy_is_dropped(origin: H2Server) -> None:
     finally:
         await made.aclose()
         await mirror.aclose()
+
+
+async def test_copies_reach_the_local_process_through_the_tunnel(
+    origin: H2Server, fresh_loopback_hub: loopback.LoopbackHub,
+) -> None:
+    received: list[tuple[str | None, bytes]] = []
+
+    async def local_grpc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The developer's gRPC server (the CLI's probes connect too, and send nothing)."""
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                    header_encoding="utf-8"))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        tenants: dict[int, str | None] = {}
+        bodies: dict[int, bytearray] = {}
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        tenants[event.stream_id] = dict(event.headers).get("x-tenant")  # type: ignore[arg-type]
+                        bodies[event.stream_id] = bytearray()
+                    elif isinstance(event, h2.events.DataReceived):
+                        bodies[event.stream_id] += event.data
+                        conn.acknowledge_received_data(event.flow_controlled_length,
+                                                       event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        sid = event.stream_id
+                        received.append((tenants.pop(sid), bytes(bodies.pop(sid))))
+                        conn.send_headers(sid, [(":status", "200")], end_stream=True)
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    stack = await make_stack("direct", fresh_loopback_hub, app=local_grpc)
+    made = await start_router(origin.port)
+    try:
+        await stack.connected_client()
+
+        def open_stream() -> Stream | None:
+            session = stack.agent.session
+            return None if session is None else session.open_stream(OPEN_INBOUND,
+                                                                    stack.port("app"))
+
+        made.update([intercept("m", "x-tenant=acme", mode=Mode.MIRROR)],
+                    {"m": tunnel_dial(open_stream)})
+        assert await _send_all(made.port) == _expected()
+        stats = made.router.mirror_stats()["m"]
+        await until(lambda: stats.mirrored == REQUESTS)
+        assert received == [("acme", body) for body in BODIES]
+        assert (stats.dropped, stats.failed) == (0, 0)
+    finally:
+        await made.aclose()
+        await close_stack(stack)
