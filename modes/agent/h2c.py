@@ -8,8 +8,9 @@ control is end to end: received DATA is acknowledged to its sender only once the
 window took it, so a slow reader slows its own stream.
 
 A laptop that cannot be reached (its dial fails, or the tunnel says its local dial failed before
-it said anything) sends its streams to the origin with what they sent so far. Mirrors copy
-HTTP/1.x requests only.
+it said anything) sends its streams to the origin with what they sent so far. A stream that
+matches mirror intercepts is also copied as it arrives (:mod:`modes.agent.h2mirroring`) and, once
+the client ended it, queued for each mirror; the stream itself never waits on a copy.
 """
 
 from __future__ import annotations
@@ -28,14 +29,30 @@ import h2.settings
 from kubetunnel.logging import get_logger
 from kubetunnel.tunnel.framing import Payload
 from kubetunnel.tunnel.sockets import abort_with_reset, tune
+from modes.agent.h2mirroring import H2Copies
 from modes.agent.h2peers import ERRORS as _ERRORS
-from modes.agent.h2peers import Headers, Peer, RoutedStream
+from modes.agent.h2peers import Headers, Peer
+from modes.agent.mirroring import COPY_LIMIT
 from modes.agent.routing import Router, Target
 from modes.agent.upstreams import Upstream
 
 log = get_logger(__name__)
 
 _REFUSED, _CANCEL = 0x7, 0x8
+
+
+class RoutedStream:
+    """A client's request stream and where it went."""
+
+    def __init__(self, sid: int, headers: Headers, target: Target) -> None:
+        self.sid = sid
+        self.headers = headers
+        self.target = target
+        self.up: Any = None  # the h2c module's upstream connection, once chosen
+        self.up_sid = 0
+        self.ops: list[tuple[Any, Callable[[], None] | None, bool]] = []  # sent, for a replay
+        self.answered = False
+        self.trailers = False  # the client sent trailers (they ended the stream)
 
 
 class _UpstreamConnection:
@@ -170,6 +187,7 @@ class H2cConnection(asyncio.Protocol):
         self.down = Peer(False, self._write)
         self.streams: dict[int, RoutedStream] = {}
         self._ups: dict[str, _UpstreamConnection] = {}
+        self._copies = H2Copies(COPY_LIMIT)
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -198,6 +216,8 @@ class H2cConnection(asyncio.Protocol):
             if isinstance(event, h2.events.ConnectionTerminated):
                 self._close(abort=False)
                 return
+            if self._copies:
+                self._copies.feed(event)
             sid = getattr(event, "stream_id", 0) or 0
             stream = self.streams.get(sid)
             if stream is None or stream.up is None:
@@ -209,9 +229,13 @@ class H2cConnection(asyncio.Protocol):
                 up.relay(stream, event.data, self._acker(stream.sid, event.flow_controlled_length),
                          False)
             elif isinstance(event, h2.events.TrailersReceived):
+                stream.trailers = True
                 up.relay(stream, list(event.headers), None, True)
             elif isinstance(event, h2.events.StreamEnded):
-                up.relay(stream, b"", None, True)
+                # After trailers (which ended it), a second end would make h2 close the upstream
+                # stream under its answer: a protocol error on the whole connection.
+                if not stream.trailers:
+                    up.relay(stream, b"", None, True)
             elif isinstance(event, h2.events.StreamReset):
                 self.streams.pop(stream.sid, None)
                 if stream.up_sid:
@@ -246,6 +270,8 @@ class H2cConnection(asyncio.Protocol):
             self.router.counters.reset += 1
             self.down.reset(sid, _REFUSED)
             return
+        if route.mirrors:
+            self._copies.start(sid, headers, route.mirrors)
         stream = RoutedStream(sid, headers, route.target)
         self.streams[sid] = stream
         self._upstream(route.target).open(stream)
@@ -300,6 +326,7 @@ class H2cConnection(asyncio.Protocol):
                 up.upstream.close()
         self._ups.clear()
         self.streams.clear()
+        self._copies.clear()
 
     def eof_received(self) -> bool:
         self._close(abort=False)

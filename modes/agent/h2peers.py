@@ -1,4 +1,5 @@
-"""The two kinds of HTTP/2 connection the h2c router speaks on, and one routed stream.
+"""The kinds of HTTP/2 connection the agent speaks on: the client's and an upstream's (the h2c
+router), a mirror's copies (:mod:`modes.agent.h2mirroring`).
 
 :class:`Peer` wraps an ``h2`` connection (the client's, server side; an upstream's, client
 side) with what ``h2`` leaves to its user: DATA that waits for the peer's flow-control window,
@@ -16,8 +17,6 @@ import h2.config
 import h2.connection
 import h2.exceptions
 import h2.settings
-
-from modes.agent.routing import Target
 
 Headers = list[tuple[bytes, bytes]]
 WINDOW = 1024 * 1024
@@ -90,15 +89,3 @@ class Peer:
         if data:
             self._write(data)
 
-
-class RoutedStream:
-    """A client's request stream and where it went."""
-
-    def __init__(self, sid: int, headers: Headers, target: Target) -> None:
-        self.sid = sid
-        self.headers = headers
-        self.target = target
-        self.up: Any = None  # the h2c module's upstream connection, once chosen
-        self.up_sid = 0
-        self.ops: list[tuple[Any, Callable[[], None] | None, bool]] = []  # sent, for a replay
-        self.answered = False

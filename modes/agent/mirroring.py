@@ -1,5 +1,6 @@
 """Copies of requests for a mirror intercept: sent to the developer's local process in the
-background, answers read and thrown away.
+background, answers read and thrown away. HTTP/1.x copies go over kept-alive connections from the
+router's pool; h2c streams (:mod:`modes.agent.h2mirroring`) over one h2c connection per mirror.
 
 A mirror must never slow or change the real path: the router hands over a finished copy with
 :meth:`Mirror.offer`, which never waits; copies wait in a bounded queue, and when it is full (a
@@ -18,6 +19,7 @@ from typing import Any
 
 from kubetunnel.logging import get_logger
 from kubetunnel.tunnel.framing import Payload
+from modes.agent.h2mirroring import H2Request, H2Sender
 from modes.agent.responses import ResponseError, ResponseTracker
 from modes.agent.upstreams import Dial, Pool, Upstream
 
@@ -47,17 +49,26 @@ class Mirror:
         self._dial = dial
         self._pool = pool
         self._spawn = spawn
-        self._queue: deque[tuple[bytes, bool]] = deque()
+        self._queue: deque[tuple[bytes, bool] | H2Request] = deque()
         self._limit = queue
         self._timeout = timeout
         self._working = False
+        self._h2 = H2Sender(dial, timeout)
+        self._closed = False
 
     def offer(self, request: bytes, head_only: bool) -> None:
         """Queue one complete request (as sent upstream); never waits."""
+        self._enqueue((request, head_only))
+
+    def offer_h2(self, request: H2Request) -> None:
+        """Queue one complete h2c request stream; never waits."""
+        self._enqueue(request)
+
+    def _enqueue(self, copy: tuple[bytes, bool] | H2Request) -> None:
         if len(self._queue) >= self._limit:
             self.stats.dropped += 1
             return
-        self._queue.append((request, head_only))
+        self._queue.append(copy)
         if not self._working:
             self._working = True
             self._spawn(self._work())
@@ -71,12 +82,21 @@ class Mirror:
         """Copies offered and not yet answered (queued, or the one being sent)."""
         return len(self._queue) + self._working
 
+    def close(self) -> None:
+        """The mirror is gone (or the router stops): its h2c connection is closed (its HTTP/1
+        connections idle in the router's pool)."""
+        self._closed = True
+        self._h2.close()
+
     async def _work(self) -> None:
         try:
             while self._queue:
-                request, head_only = self._queue.popleft()
+                copy = self._queue.popleft()
                 try:
-                    await self._send(request, head_only)
+                    if isinstance(copy, H2Request):
+                        await self._h2.send(copy)
+                    else:
+                        await self._send(*copy)
                     self.stats.mirrored += 1
                 except (ConnectionError, OSError, TimeoutError, ResponseError) as exc:
                     self.stats.failed += 1
@@ -84,6 +104,8 @@ class Mirror:
                               error=str(exc) or type(exc).__name__)
         finally:
             self._working = False
+            if self._closed:  # copies queued before the close went out on a new connection
+                self._h2.close()
 
     async def _send(self, request: bytes, head_only: bool) -> None:
         upstream = self._pool.take(self.key)

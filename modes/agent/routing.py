@@ -107,6 +107,9 @@ class Router:
                     key, dial, self.pool, self.spawn, self._mirror_queue, self._mirror_timeout)
             else:
                 targets[intercept.id] = Route(Target(key, dial, intercept.id, self.origin))
+        for intercept_id, old in self._mirrors.items():
+            if mirrors.get(intercept_id) is not old:
+                old.close()
         self.intercepts, self._targets, self._mirrors = intercepts, targets, mirrors
         kept = {f"local:{i.id}" for i in intercepts} | {ORIGIN}
         for key in self.pool.upstreams():
@@ -165,6 +168,8 @@ class Router:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for mirror in self._mirrors.values():
+            mirror.close()
         self.pool.close()
 
 

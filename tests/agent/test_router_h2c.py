@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
@@ -17,81 +16,16 @@ import pytest
 
 from modes.agent.upstreams import tcp_dial
 
+from .h2servers import H2Server, events_until, raw_client, start_h2
 from .routers import Routed, intercept, start_router, until
-
-
-@dataclass
-class H2Server:
-    """A gRPC-like upstream: answers each stream with who it is, what it got, then trailers."""
-
-    name: str
-    server: asyncio.Server | None = None
-    connections: int = 0
-    streams: int = 0
-    resets: int = 0
-    bodies: dict[int, bytearray] = field(default_factory=dict)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    def protocol(self) -> asyncio.Protocol:
-        server = self
-
-        class Proto(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                server.connections += 1
-                self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-                self.conn = h2.connection.H2Connection(
-                    h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
-                self.conn.initiate_connection()
-                self.transport.write(self.conn.data_to_send())
-                self.headers: dict[int, dict[str, str]] = {}
-
-            def data_received(self, data: bytes) -> None:
-                for event in self.conn.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        self.headers[event.stream_id] = dict(event.headers)  # type: ignore[arg-type]
-                        server.bodies[event.stream_id] = bytearray()
-                    elif isinstance(event, h2.events.DataReceived):
-                        server.bodies[event.stream_id] += event.data
-                        self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                            event.stream_id)
-                    elif isinstance(event, h2.events.StreamEnded):
-                        self.answer(event.stream_id)
-                    elif isinstance(event, h2.events.StreamReset):
-                        server.resets += 1
-                self.transport.write(self.conn.data_to_send())
-
-            def answer(self, sid: int) -> None:
-                server.streams += 1
-                headers, body = self.headers[sid], bytes(server.bodies.pop(sid))
-                reply = json.dumps({"who": server.name, "dev": headers.get("x-dev"),
-                                    "path": headers[":path"],
-                                    "sha": hashlib.sha256(body).hexdigest()}).encode()
-                self.conn.send_headers(sid, [(":status", "200"),
-                                             ("content-type", "application/grpc")])
-                self.conn.send_data(sid, reply)
-                self.conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
-
-        return Proto()
-
-
-async def _start(name: str) -> H2Server:
-    made = H2Server(name)
-    made.server = await asyncio.get_running_loop().create_server(made.protocol, "127.0.0.1", 0)
-    return made
 
 
 @pytest.fixture
 async def servers() -> AsyncIterator[dict[str, H2Server]]:
-    made = {name: await _start(name) for name in ("origin", "alice", "bob")}
+    made = {name: await start_h2(name) for name in ("origin", "alice", "bob")}
     yield made
     for server in made.values():
-        assert server.server is not None
-        server.server.close()
-        await server.server.wait_closed()
+        await server.aclose()
 
 
 @pytest.fixture
@@ -159,36 +93,15 @@ async def test_unreachable_laptop_sends_its_streams_to_the_origin(
         await made.aclose()
 
 
-async def _raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
-                                          h2.connection.H2Connection]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
-                                                                header_encoding="utf-8"))
-    conn.initiate_connection()
-    writer.write(conn.data_to_send())
-    return reader, writer, conn
-
-
-async def _events(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  conn: h2.connection.H2Connection, until: type) -> list[h2.events.Event]:
-    seen: list[h2.events.Event] = []
-    while not any(isinstance(e, until) for e in seen):
-        data = await asyncio.wait_for(reader.read(65536), 10)
-        assert data, "connection closed"
-        seen += conn.receive_data(data)
-        writer.write(conn.data_to_send())
-    return seen
-
-
 async def test_trailers_come_back_and_resets_go_through(
     routed: Routed, servers: dict[str, H2Server],
 ) -> None:
-    reader, writer, conn = await _raw_client(routed.port)
+    reader, writer, conn = await raw_client(routed.port)
     request = [(":method", "POST"), (":scheme", "http"), (":authority", "orders"),
                (":path", "/orders.Orders/Get"), ("x-dev", "bob"), ("te", "trailers")]
     conn.send_headers(1, request, end_stream=True)
     writer.write(conn.data_to_send())
-    events = await _events(reader, writer, conn, h2.events.StreamEnded)
+    events = await events_until(reader, writer, conn, h2.events.StreamEnded)
     trailers = [e for e in events if isinstance(e, h2.events.TrailersReceived)]
     assert [dict(t.headers) for t in trailers] == [{"grpc-status": "0"}]  # type: ignore[arg-type]
     data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
@@ -201,4 +114,23 @@ async def test_trailers_come_back_and_resets_go_through(
     conn.reset_stream(3)
     writer.write(conn.data_to_send())
     await until(lambda: servers["bob"].resets == 1)
+    writer.close()
+
+
+async def test_request_trailers_reach_the_upstream_and_the_answer_comes_back(
+    routed: Routed, servers: dict[str, H2Server],
+) -> None:
+    reader, writer, conn = await raw_client(routed.port)
+    request = [(":method", "POST"), (":scheme", "http"), (":authority", "orders"),
+               (":path", "/orders.Orders/Put"), ("x-dev", "alice"), ("te", "trailers")]
+    conn.send_headers(1, request)
+    conn.send_data(1, b"message")
+    conn.send_headers(1, [("x-checksum", "abc")], end_stream=True)
+    writer.write(conn.data_to_send())
+    events = await events_until(reader, writer, conn, h2.events.StreamEnded)
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert json.loads(data)["who"] == "alice"
+    [received] = servers["alice"].received
+    assert (received.body, received.trailers) == (b"message", [("x-checksum", "abc")])
+    assert routed.router.counters.reset == 0
     writer.close()
