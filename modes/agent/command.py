@@ -11,13 +11,18 @@ import contextlib
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kubetunnel.console import common_options, event_loop_option, run_async
 from kubetunnel.errors import KubetunnelError, UsageError
 from kubetunnel.logging import get_logger
+from modes.agent.base import AgentBase
 from modes.agent.server import Agent, AgentConfig
+
+if TYPE_CHECKING:  # aiohttp only when serving (see _serve)
+    from kubetunnel.reporting import StatusReporter
 
 log = get_logger(__name__)
 
@@ -85,7 +90,7 @@ def agent(tunnel_port: int, health_port: int, ports: tuple[int, ...], token_file
                          operator_url=operator_url, origin_address=origin_address or None,
                          drain_timeout=drain_timeout)
     record = (tunnel_namespace, tunnel_name) if tunnel_namespace and tunnel_name else None
-    run_async(_serve_shared(config, record) if shared else _serve(config, record))
+    run_async(_serve(config, record, shared))
 
 
 def _token_from_env() -> bytes:
@@ -106,27 +111,18 @@ def _token_or_fail(path: str | None) -> bytes:
         raise click.UsageError(str(exc)) from exc
 
 
-async def _serve(config: AgentConfig, record: tuple[str, str] | None) -> None:
+async def _serve(config: AgentConfig, record: tuple[str, str] | None, shared: bool) -> None:
     # aiohttp only when serving, so that `kubetunnel agent --help` stays light.
-    from kubetunnel.reporting import StatusReporter
     from modes.agent.health import start_health
 
-    reporter = None
-    if config.operator_url and record is not None:
-        reporter = StatusReporter(config.operator_url, record[0], record[1], config.token)
-        reporter.start()
-
-    async def report(up: bool, reason: str) -> None:
-        log.info("agent.report", up=up, reason=reason, operator_url=config.operator_url)
-        if reporter is not None:
-            await reporter(up, reason)
-
+    reporters: dict[str, StatusReporter] = {}
+    server = (_shared_agent(config, record, reporters) if shared
+              else _exclusive_agent(config, record, reporters))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    server = Agent(config, on_status=report)
     try:
         await server.start()
     except OSError as exc:
@@ -141,7 +137,7 @@ async def _serve(config: AgentConfig, record: tuple[str, str] | None) -> None:
         log.info("agent.stopping")
     finally:
         await server.aclose(grace=config.drain_timeout)
-        if reporter is not None:
+        for reporter in reporters.values():
             # The last report ("down") should reach the operator before we go; not forever.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reporter.wait_delivered(), 2.0)
@@ -150,13 +146,30 @@ async def _serve(config: AgentConfig, record: tuple[str, str] | None) -> None:
             await runner.cleanup()
 
 
-async def _serve_shared(config: AgentConfig, record: tuple[str, str] | None) -> None:
+def _exclusive_agent(config: AgentConfig, record: tuple[str, str] | None,
+                     reporters: dict[str, StatusReporter]) -> AgentBase:
+    """The exclusive agent: reports go to its record."""
+    from kubetunnel.reporting import StatusReporter
+
+    reporter = None
+    if config.operator_url and record is not None:
+        reporter = reporters[record[1]] = StatusReporter(
+            config.operator_url, record[0], record[1], config.token)
+        reporter.start()
+
+    async def report(up: bool, reason: str) -> None:
+        log.info("agent.report", up=up, reason=reason, operator_url=config.operator_url)
+        if reporter is not None:
+            await reporter(up, reason)
+
+    return Agent(config, on_status=report)
+
+
+def _shared_agent(config: AgentConfig, record: tuple[str, str] | None,
+                  reporters: dict[str, StatusReporter]) -> AgentBase:
     """The shared agent: reports go to each intercept's own record, with the shared token."""
     from kubetunnel.reporting import StatusReporter
-    from modes.agent.health import start_health
     from modes.agent.shared import SharedAgent
-
-    reporters: dict[str, StatusReporter] = {}
 
     async def report(intercept: str, up: bool, reason: str, counts: dict[str, int]) -> None:
         log.info("agent.report", intercept=intercept, up=up, reason=reason, **counts)
@@ -167,28 +180,4 @@ async def _serve_shared(config: AgentConfig, record: tuple[str, str] | None) -> 
                     config.operator_url, record[0], intercept, config.token)
             await reporter(up, reason, counts)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    server = SharedAgent(config, on_report=report)
-    try:
-        await server.start()
-    except OSError as exc:
-        raise KubetunnelError(
-            f"cannot listen on {config.bind_address}: {exc.strerror or exc}") from exc
-    runner = None
-    try:
-        if config.health_port is not None:
-            runner, _ = await start_health(server, config.bind_address, config.health_port)
-        await stop.wait()
-        log.info("agent.stopping")
-    finally:
-        await server.aclose(grace=config.drain_timeout)
-        for reporter in reporters.values():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reporter.wait_delivered(), 2.0)
-            await reporter.aclose()
-        if runner is not None:
-            await runner.cleanup()
+    return SharedAgent(config, on_report=report)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from modes.agent.server import Agent
-from modes.agent.shared import SharedAgent
+from modes.agent.base import AgentBase
 
 
-def make_app(agent: Agent | SharedAgent) -> web.Application:
+def make_app(agent: AgentBase) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -32,7 +31,7 @@ def make_app(agent: Agent | SharedAgent) -> web.Application:
     return app
 
 
-async def start_health(agent: Agent | SharedAgent, host: str, port: int
+async def start_health(agent: AgentBase, host: str, port: int
                        ) -> tuple[web.AppRunner, int]:
     """Serve the endpoints; returns the runner (to clean up) and the bound port."""
     runner = web.AppRunner(make_app(agent), access_log=None)

@@ -17,32 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import ClassVar
 
 from kubetunnel.errors import UsageError
 from kubetunnel.intercepts import Intercept, Intercepts, Mode
 from kubetunnel.logging import get_logger
 from kubetunnel.plugins import ByteStream
-from kubetunnel.tunnel.bridging import dial
-from kubetunnel.tunnel.framing import (
-    OPEN_INBOUND,
-    OPEN_OUTBOUND,
-    ErrorCode,
-    ProtocolError,
-    check_target,
-)
-from kubetunnel.tunnel.handshake import Hello, TunnelRefused, server_handshake
+from kubetunnel.tunnel.framing import OPEN_INBOUND
+from kubetunnel.tunnel.handshake import Hello
 from kubetunnel.tunnel.session import Session
-from kubetunnel.tunnel.sockets import SocketStream
 from kubetunnel.tunnel.streams import Stream
-from modes.agent.fronting import Counters
+from modes.agent.base import AgentBase, AgentConfig, ProtocolFactory
 from modes.agent.h1 import H1Connection
 from modes.agent.routing import Router
-from modes.agent.server import LINGER, AgentConfig
 from modes.agent.upstreams import tunnel_dial
 
 log = get_logger(__name__)
@@ -79,110 +69,51 @@ class _Counted(H1Connection):
         super().connection_made(transport)
 
 
-class _TunnelConnection(SocketStream):
-    def __init__(self, agent: SharedAgent) -> None:
-        super().__init__()
-        self._agent = agent
+class SharedAgent(AgentBase):
+    """The shared agent; takes the configuration of :class:`modes.agent.server.Agent`."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._agent.spawn(self._agent.handle_tunnel(self), "agent:tunnel")
-
-
-class SharedAgent:
-    """Start with :meth:`start`, stop with :meth:`aclose`, like :class:`modes.agent.server.
-    Agent`, whose configuration it takes."""
+    _listening_fields: ClassVar[dict[str, object]] = {"shared": True}
 
     def __init__(self, config: AgentConfig, on_report: ReportCallback | None = None,
                  report_interval: float = 1.0) -> None:
-        self.config = config
+        super().__init__(config)
         self._on_report = on_report
         self._interval = report_interval
         self.members: dict[str, Member] = {}
         self._claimed: set[str] = set()
         self.routers: dict[int, Router] = {}  # bound port -> its router
-        self.counters = Counters()
-        self.ports: list[int] = []
-        self.tunnel_address: tuple[str, int] | None = None
-        self.ready = False
-        self.draining = False
-        self.lingering = False  # stopping but accepting: stays ready (see Agent.lingering)
-        self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._open: set[asyncio.BaseTransport] = set()
-        self._changed = asyncio.Event()
         self._reported = _Reported()
-        self._hostname = socket.gethostname()
 
     @property
     def attached(self) -> bool:
         return bool(self.members)
 
+    def _sessions(self) -> list[Session]:
+        return [member.session for member in self.members.values()]
+
     # --- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        host = self.config.bind_address
-        try:
-            for port in self.config.ports:
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                sock = socket.create_server((host, port), family=family, backlog=4096)
-                sock.setblocking(False)
-                bound = int(sock.getsockname()[1])
-                origin = self.config.origin_address
-                router = Router((origin, bound) if origin else None,
-                                dial_timeout=self.config.dial_timeout, counters=self.counters)
-                self.routers[bound] = router
-                server = await loop.create_server(
-                    partial(_Counted, router, bound, self._open), sock=sock)
-                self._servers.append(server)
-                self.ports.append(bound)
-            server = await loop.create_server(lambda: _TunnelConnection(self), host,
-                                              self.config.tunnel_port, reuse_address=True)
-        except OSError:
-            for server in self._servers:
-                server.close()
-            self._servers.clear()
-            raise
-        self._servers.append(server)
-        self.tunnel_address = server.sockets[0].getsockname()[:2]
-        self.spawn(self._report_loop(), "agent:report")
-        self.ready = True
-        log.info("agent.listening", ports=sorted(self.ports), shared=True,
-                 tunnel_port=self.tunnel_address[1], bind_address=host)
+    def _port_protocol(self, port: int, origin: tuple[str, int] | None) -> ProtocolFactory:
+        router = Router(origin, dial_timeout=self.config.dial_timeout, counters=self.counters)
+        self.routers[port] = router
+        return partial(_Counted, router, port, self._open)
 
-    async def aclose(self, grace: float = 0.0) -> None:
-        """With ``grace``: every dial fails from now on (requests go to the origin), the CLIs are
-        told to go, and open client connections and streams get ``grace`` seconds to end."""
-        self.ready = False
-        self.draining = True
-        self._changed.set()
-        for member in list(self.members.values()):
-            member.session.goaway("the agent is stopping")
-        if grace > 0:
-            linger = min(LINGER, grace) if self.config.origin_address is not None else 0.0
-            self.lingering = linger > 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(time.monotonic() + linger), grace)
-        self.lingering = False
-        for server in self._servers:
-            server.close()
-        for member in list(self.members.values()):
-            await member.session.aclose("the agent is stopping")
-        tunnels = [t for t in self._tasks if t.get_name() == "agent:tunnel"]
-        if tunnels:
-            await asyncio.wait(tunnels, timeout=self.config.session.flush_timeout + 1)
+    def _begin_drain(self, grace: float) -> None:
+        # Every dial fails from now on (requests go to the origin) and the CLIs are told to go;
+        # open client connections and streams get the grace to end.
+        for session in self._sessions():
+            session.goaway("the agent is stopping")
+
+    async def _report_final(self) -> None:
         await self._report_now()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _abort_open(self) -> None:
         for transport in list(self._open):
             if isinstance(transport, asyncio.Transport):
                 transport.abort()
         for router in self.routers.values():
             await router.aclose()
-        for server in self._servers:
-            await server.wait_closed()
 
     def open_connections(self) -> int:
         """Client connections on the Service ports not yet closed (what a drain waits for)."""
@@ -190,26 +121,13 @@ class SharedAgent:
             self._open.discard(transport)
         return len(self._open)
 
-    async def _drained(self, not_before: float) -> None:
-        while True:
-            streams = sum(len(m.session.streams) for m in self.members.values()
-                          if not m.session.closed)
-            if streams == 0 and self.open_connections() == 0 \
-                    and self.counters.open_origin <= 0 and time.monotonic() >= not_before:
-                return
-            await asyncio.sleep(0.05)
-
-    def spawn(self, coro: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _idle(self) -> bool:
+        return super()._idle() and self.open_connections() == 0
 
     # --- tunnels --------------------------------------------------------------------------------
 
     async def handle_tunnel(self, stream: ByteStream) -> None:
         """Serve one CLI's tunnel from handshake to end; never raises."""
-        cfg = self.config
         claimed: list[Intercept] = []
 
         def admit(hello: Hello) -> str | None:
@@ -230,18 +148,14 @@ class SharedAgent:
             claimed.append(intercept)
             return None
 
-        try:
-            hello, opened = await server_handshake(
-                stream, cfg.token, admit, cfg.session.window, cfg.handshake_timeout,
-                agent=self._hostname)
-        except (TunnelRefused, ProtocolError, ConnectionError, OSError, TimeoutError) as exc:
+        def release() -> None:
             for intercept in claimed:
                 self._claimed.discard(intercept.id)
-            log.warning("tunnel.refused" if isinstance(exc, TunnelRefused)
-                        else "tunnel.handshake_failed", error=str(exc) or type(exc).__name__)
-            with contextlib.suppress(ConnectionError, OSError):
-                await stream.aclose()
+
+        accepted = await self._handshake(stream, admit, release)
+        if accepted is None:
             return
+        hello, opened = accepted
         intercept = claimed[0]
         member: Member | None = None
 
@@ -252,9 +166,7 @@ class SharedAgent:
                     router.set_answering(member.intercept.id, answering)
                 self._changed.set()
 
-        session = Session(stream, initiator=False, peer_window=opened.peer_window,
-                          options=cfg.session, on_open=self._on_open, on_status=on_status,
-                          leftover=opened.leftover, name=f"agent:{intercept.id}")
+        session = self._session(stream, opened, on_status, f"agent:{intercept.id}")
         member = Member(intercept, session)
         self.members[intercept.id] = member
         self._rebuild()
@@ -284,16 +196,6 @@ class SharedAgent:
             return member.session.open_stream(OPEN_INBOUND, port)
         except ConnectionError:
             return None
-
-    def _on_open(self, stream: Stream) -> None:
-        if stream.kind != OPEN_OUTBOUND or not isinstance(stream.destination, str):
-            stream.reset(ErrorCode.REFUSED, "the agent accepts only outbound streams")
-            return
-        host, port = check_target(stream.destination)
-        self.spawn(self._dial(stream, host, port), f"agent:dial:{stream.id}")
-
-    async def _dial(self, stream: Stream, host: str, port: int) -> None:
-        await dial(stream, host, port, self.config.dial_timeout)  # a failure resets the stream
 
     # --- reports --------------------------------------------------------------------------------
 

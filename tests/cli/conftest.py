@@ -61,6 +61,31 @@ def namespace(kubectl: Run) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false")
 
 
+@pytest.fixture
+def installed(kt: Run) -> None:
+    """The operator's objects written (no pod runs them: this sandbox has no node)."""
+    result = kt("cli", "install", "--no-wait")
+    assert result.returncode == 0, result.stderr
+
+
+def service(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    """A Service selecting ``app: name`` with one port, http 80, unless ``spec`` says else."""
+    body = {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]}
+    body.update(spec)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+def one_line(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
+    """The exit code, and one line on stderr holding every fragment; returns that line."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 def apply(kubectl: Run, *objects: dict[str, Any]) -> None:
     """kubectl apply of the objects as one v1 List, as one would from a file."""
     listing = {"apiVersion": "v1", "kind": "List", "items": list(objects)}

@@ -6,42 +6,21 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import Run, apply, snapshot
-
-
-def _service(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
-    body = {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]}
-    body.update(spec)
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+from tests.cli.conftest import Run, apply, one_line, service, snapshot
 
 
 def _connect(kt: Run, namespace: str, *args: str) -> Any:
     return kt("cli", "connect", "-n", namespace, "--no-forward", "--timeout", "5", *args)
 
 
-def _one_line(result: Any, code: int, *fragments: str) -> None:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_missing_operator_is_reported_before_anything_is_written(
     kt: Run, kubectl: Run, namespace: str
 ) -> None:
-    apply(kubectl, _service(namespace, "orders"))
+    apply(kubectl, service(namespace, "orders"))
     result = _connect(kt, namespace, "orders", "-p", "8080:80")
-    _one_line(result, 1, "operator is not installed", "kubetunnel cli install")
+    one_line(result, 1, "operator is not installed", "kubetunnel cli install")
     # Nothing was written: not even the CRD a record would need.
     assert kubectl("get", "crd", "kubetunnels.application.dcode.tech").returncode != 0
-
-
-@pytest.fixture
-def installed(kt: Run) -> None:
-    result = kt("cli", "install", "--no-wait")
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.usefixtures("installed")
@@ -63,14 +42,14 @@ def test_bad_input_changes_nothing(
 ) -> None:
     apply(
         kubectl,
-        _service(namespace, "orders"),
-        _service(namespace, "handmade", selector=None),
-        _service(namespace, "external", type="ExternalName", externalName="example.invalid",
+        service(namespace, "orders"),
+        service(namespace, "handmade", selector=None),
+        service(namespace, "external", type="ExternalName", externalName="example.invalid",
                  selector=None, ports=None),
     )
     before = snapshot(kubectl, namespace)
     result = _connect(kt, namespace, *args)
-    _one_line(result, code, *(f.format(ns=namespace) for f in fragments))
+    one_line(result, code, *(f.format(ns=namespace) for f in fragments))
     assert snapshot(kubectl, namespace) == before
 
 
@@ -78,7 +57,7 @@ def test_bad_input_changes_nothing(
 def test_service_tunneled_by_someone_else_names_them(
     kt: Run, kubectl: Run, namespace: str
 ) -> None:
-    apply(kubectl, _service(namespace, "orders"), {
+    apply(kubectl, service(namespace, "orders"), {
         "apiVersion": "application.dcode.tech/v1", "kind": "Kubetunnel",
         "metadata": {"name": "orders", "namespace": namespace},
         "spec": {"service": "orders", "client": "ada@her-laptop",
@@ -86,5 +65,5 @@ def test_service_tunneled_by_someone_else_names_them(
     })
     before = snapshot(kubectl, namespace)
     result = _connect(kt, namespace, "orders", "-p", "8080:80")
-    _one_line(result, 2, "already tunneled by ada@her-laptop")
+    one_line(result, 2, "already tunneled by ada@her-laptop")
     assert snapshot(kubectl, namespace) == before

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from modes.sandbox.testing import RunningSandbox
-from tests.cli.conftest import Run, apply
+from tests.cli.conftest import Run, apply, service
 
 LOGGING = ("--log-format", "json", "--log-level", "debug")
 
@@ -31,21 +31,11 @@ def _separated(stdout: str, stderr: str) -> None:
         assert _is_json(line) or line.startswith("kubetunnel: error: "), line
 
 
-@pytest.fixture
-def installed(kt: Run) -> None:
-    result = kt("cli", "install", "--no-wait")
-    assert result.returncode == 0, result.stderr
-
-
 @pytest.mark.usefixtures("installed")
 def test_connect_progress_is_on_stdout_and_log_events_on_stderr(
     kt: Run, kubectl: Run, namespace: str
 ) -> None:
-    apply(kubectl, {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "orders", "namespace": namespace},
-        "spec": {"selector": {"app": "orders"}, "ports": [{"name": "http", "port": 80}]},
-    })
+    apply(kubectl, service(namespace, "orders"))
     # No node in this sandbox: the tunnel pod never starts, so connect gives up after 1 s.
     result = kt("cli", *LOGGING, "connect", "orders", "-n", namespace, "-p", "8080:80",
                 "--no-forward", "--timeout", "1")
@@ -64,11 +54,7 @@ def test_forward_table_is_on_stdout_and_log_events_on_stderr(
     import os
     from pathlib import Path
 
-    apply(kubectl, {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "payments", "namespace": namespace},
-        "spec": {"selector": {"app": "payments"}, "ports": [{"name": "http", "port": 8080}]},
-    })
+    apply(kubectl, service(namespace, "payments", ports=[{"name": "http", "port": 8080}]))
     out, err = Path(str(tmp_path)) / "out", Path(str(tmp_path)) / "err"
     with out.open("w") as stdout, err.open("w") as stderr:
         process = subprocess.Popen(

@@ -3,49 +3,30 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import pytest
 
-from tests.cli.conftest import Run, apply, snapshot
-
-
-def _one_line(result: Any, code: int, *fragments: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def installed(kt: Run) -> None:
-    result = kt("cli", "install", "--no-wait")
-    assert result.returncode == 0, result.stderr
+from tests.cli.conftest import Run, apply, one_line, service, snapshot
 
 
 @pytest.mark.usefixtures("installed")
 def test_two_ports_with_one_target_port_to_two_local_ports_is_refused(
     kt: Run, kubectl: Run, namespace: str
 ) -> None:
-    apply(kubectl, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": namespace},
-        "spec": {"selector": {"app": "a"}, "ports": [
-            {"name": "http", "port": 80, "targetPort": 8080},
-            {"name": "admin", "port": 81, "targetPort": 8080}]},
-    })
+    apply(kubectl, service(namespace, "a", ports=[
+        {"name": "http", "port": 80, "targetPort": 8080},
+        {"name": "admin", "port": 81, "targetPort": 8080}]))
     before = snapshot(kubectl, namespace)
     result = kt("cli", "connect", "a", "-n", namespace, "--no-forward", "--timeout", "5",
                 "-p", "19101:http", "-p", "19102:admin")
-    _one_line(result, 2, f"ports http and admin of Service {namespace}/a both reach target "
+    one_line(result, 2, f"ports http and admin of Service {namespace}/a both reach target "
                          "port 8080", "map them to the same local port")
     assert snapshot(kubectl, namespace) == before
 
 
 def test_forward_in_a_missing_namespace_says_so_and_prints_no_table(kt: Run) -> None:
     result = kt("cli", "forward", "-n", "no-such-namespace", "--no-hosts")
-    _one_line(result, 2, "namespace no-such-namespace does not exist (kubectl get namespaces)")
+    one_line(result, 2, "namespace no-such-namespace does not exist (kubectl get namespaces)")
     assert result.stdout == ""
 
 
@@ -53,7 +34,7 @@ def test_forward_with_nothing_to_forward_says_so_and_prints_no_table(
     kt: Run, namespace: str
 ) -> None:
     result = kt("cli", "forward", "-n", namespace, "--no-hosts")
-    _one_line(result, 1, f"nothing to forward: no Service with a TCP port in namespace "
+    one_line(result, 1, f"nothing to forward: no Service with a TCP port in namespace "
                          f"{namespace}")
     assert result.stdout == ""
 
@@ -62,25 +43,21 @@ def test_forward_with_nothing_to_forward_says_so_and_prints_no_table(
 def test_connect_in_a_missing_namespace_says_the_namespace_does_not_exist(kt: Run) -> None:
     result = kt("cli", "connect", "orders", "-n", "no-such-namespace", "-p", "8080:80",
                 "--no-forward")
-    _one_line(result, 2, "namespace no-such-namespace does not exist")
+    one_line(result, 2, "namespace no-such-namespace does not exist")
 
 
 @pytest.mark.usefixtures("installed")
 def test_no_wait_local_checks_the_local_port_before_creating_anything(
     kt: Run, kubectl: Run, namespace: str
 ) -> None:
-    apply(kubectl, {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "orders", "namespace": namespace},
-        "spec": {"selector": {"app": "orders"}, "ports": [{"name": "http", "port": 80}]},
-    })
+    apply(kubectl, service(namespace, "orders"))
     with socket.socket() as probe:  # a port nothing listens on: bound, never listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         before = snapshot(kubectl, namespace)
         result = kt("cli", "connect", "orders", "-n", namespace, "-p", f"{port}:80",
                     "--no-forward", "--no-wait-local", "--timeout", "5")
-    _one_line(result, 1, f"nothing answers on 127.0.0.1:{port}", "drop --no-wait-local")
+    one_line(result, 1, f"nothing answers on 127.0.0.1:{port}", "drop --no-wait-local")
     assert "record" not in result.stdout + result.stderr
     assert snapshot(kubectl, namespace) == before
 
