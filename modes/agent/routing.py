@@ -20,7 +20,7 @@ from typing import Any
 from kubetunnel.intercepts import Intercepts, Mode
 from kubetunnel.logging import get_logger
 from modes.agent.fronting import Counters, Front
-from modes.agent.mirroring import Mirror, MirrorStats
+from modes.agent.mirroring import MIRROR_LINGER, Mirror, MirrorStats
 from modes.agent.upstreams import Dial, Pool, tcp_dial
 
 log = get_logger(__name__)
@@ -74,12 +74,13 @@ class Router:
 
     def __init__(self, origin: tuple[str, int] | None, *, dial_timeout: float = 5.0,
                  counters: Counters | None = None, mirror_queue: int = 256,
-                 mirror_timeout: float = 10.0) -> None:
+                 mirror_timeout: float = 10.0, mirror_linger: float = MIRROR_LINGER) -> None:
         self.pool = Pool()
         self.counters = RouterCounters()
         self.intercepts = Intercepts()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._mirror_queue, self._mirror_timeout = mirror_queue, mirror_timeout
+        self._mirror_linger = mirror_linger
         self.origin = None if origin is None else Target(ORIGIN, tcp_dial(*origin, dial_timeout))
         self.raw_front = None if origin is None else Front(
             lambda port: None, origin, self._track, counters or Counters(), dial_timeout)
@@ -104,7 +105,8 @@ class Router:
             if intercept.mode is Mode.MIRROR:
                 old = self._mirrors.get(intercept.id)
                 mirrors[intercept.id] = old if old is not None and old.key == key else Mirror(
-                    key, dial, self.pool, self.spawn, self._mirror_queue, self._mirror_timeout)
+                    key, dial, self.pool, self.spawn, self._mirror_queue, self._mirror_timeout,
+                    self._mirror_linger)
             else:
                 targets[intercept.id] = Route(Target(key, dial, intercept.id, self.origin))
         for intercept_id, old in self._mirrors.items():

@@ -53,7 +53,7 @@ async def test_slow_mirror_drops_copies_and_never_delays_the_real_path(origin: U
     expected = await _baseline(origin)
     mirror = await start_upstream("mirror")
     mirror.hold = asyncio.Event()  # answers nothing until released
-    made = await start_router(origin.port, mirror_queue=2)
+    made = await start_router(origin.port, mirror_queue=2, mirror_linger=0)
     try:
         made.update([intercept("m", mode=Mode.MIRROR)], {"m": dial_to(mirror)})
         # All ten answered while the mirror holds its first copy: the real path never waits.
@@ -94,6 +94,78 @@ async def test_a_copy_goes_to_the_mirror_only_after_the_real_answer(origin: Upst
         await made.aclose()
         assert mirror.runner is not None
         await mirror.runner.cleanup()
+
+
+async def test_copies_that_queued_meanwhile_go_out_pipelined(origin: Upstream) -> None:
+    """The mirror holds its first answer until the client has all ten answers: the other nine
+    copies queue meanwhile and then arrive together, before any of them is answered (one copy
+    at a time would never have two unanswered)."""
+    released = asyncio.Event()
+    unanswered: list[int] = []  # after each read: requests received and not answered yet
+
+    async def local(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer, answered = b"", 0
+        while answered < REQUESTS and (data := await reader.read(65536)):
+            buffer += data
+            heads = buffer.count(b"\r\n\r\n")
+            unanswered.append(heads - answered)
+            if answered == 0:
+                await released.wait()
+            for _ in range(heads - answered):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            answered = heads
+            await writer.drain()
+
+    server = await asyncio.start_server(local, "127.0.0.1", 0)
+    made = await start_router(origin.port)
+    try:
+        made.update([intercept("m", mode=Mode.MIRROR)],
+                    {"m": tcp_dial("127.0.0.1", server.sockets[0].getsockname()[1], 2)})
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            for index in range(REQUESTS):
+                async with session.get(f"http://127.0.0.1:{made.port}/p?n={index}") as response:
+                    assert response.status == 200
+        released.set()
+        stats = made.router.mirror_stats()["m"]
+        await until(lambda: stats.mirrored + stats.failed == REQUESTS)
+        assert (stats.mirrored, stats.dropped, stats.failed) == (REQUESTS, 0, 0)
+        assert max(unanswered) >= 2, unanswered
+    finally:
+        released.set()
+        await made.aclose()
+        server.close()
+
+
+async def test_copies_wait_a_moment_for_others_to_go_with_them(origin: Upstream) -> None:
+    """With a linger, copies of requests that follow one another closely share a write: the
+    mirror, answering at once, still finds several requests in one read."""
+    unanswered: list[int] = []
+
+    async def local(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer, answered = b"", 0
+        while data := await reader.read(65536):
+            buffer += data
+            heads = buffer.count(b"\r\n\r\n")
+            unanswered.append(heads - answered)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" * (heads - answered))
+            answered = heads
+
+    server = await asyncio.start_server(local, "127.0.0.1", 0)
+    made = await start_router(origin.port, mirror_linger=0.5)
+    try:
+        made.update([intercept("m", mode=Mode.MIRROR)],
+                    {"m": tcp_dial("127.0.0.1", server.sockets[0].getsockname()[1], 2)})
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            for index in range(3):
+                async with session.get(f"http://127.0.0.1:{made.port}/p?n={index}") as response:
+                    assert response.status == 200
+        stats = made.router.mirror_stats()["m"]
+        await until(lambda: stats.mirrored + stats.failed == 3)
+        assert (stats.mirrored, stats.dropped, stats.failed) == (3, 0, 0)
+        assert max(unanswered) >= 2, unanswered
+    finally:
+        await made.aclose()
+        server.close()
 
 
 async def test_dead_mirror_counts_failures(origin: Upstream) -> None:
