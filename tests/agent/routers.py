@@ -15,9 +15,11 @@ from aiohttp import web
 
 from kubetunnel.filters import make_filter
 from kubetunnel.intercepts import Intercept, Intercepts, Mode
+from kubetunnel.tunnel.framing import OPEN_INBOUND
+from kubetunnel.tunnel.streams import Stream
 from modes.agent.h1 import H1Connection
 from modes.agent.routing import Router
-from modes.agent.upstreams import Dial, tcp_dial
+from modes.agent.upstreams import Dial, tcp_dial, tunnel_dial
 from tests.operator.cluster import eventually
 
 
@@ -101,6 +103,16 @@ async def start_router(origin_port: int | None, **kwargs: Any) -> Routed:
     server = await loop.create_server(lambda: H1Connection(router, holder[0]), "127.0.0.1", 0)
     holder.append(server.sockets[0].getsockname()[1])
     return Routed(router, server, holder[0])
+
+
+def app_dial(stack: Any) -> Dial:
+    """Through ``stack``'s tunnel (tests.agent.conftest.Stack) to its local ``app`` server,
+    as the shared agent dials a developer's laptop."""
+    def open_stream() -> Stream | None:
+        session = stack.agent.session
+        return None if session is None else session.open_stream(OPEN_INBOUND, stack.port("app"))
+
+    return tunnel_dial(open_stream)
 
 
 def dial_to(upstream: Upstream) -> Dial:

@@ -17,14 +17,12 @@ import pytest
 
 from kubetunnel.intercepts import Mode
 from kubetunnel.transports import loopback
-from kubetunnel.tunnel.framing import OPEN_INBOUND
-from kubetunnel.tunnel.streams import Stream
 from modes.agent.mirroring import COPY_LIMIT
-from modes.agent.upstreams import tcp_dial, tunnel_dial
+from modes.agent.upstreams import tcp_dial
 
 from .conftest import close_stack, make_stack
 from .h2servers import H2Server, events_until, raw_client, start_h2
-from .routers import Routed, intercept, start_router, until
+from .routers import Routed, app_dial, intercept, start_router, until
 
 REQUESTS = 10
 GRPC = [(":method", "POST"), (":scheme", "http"), (":authority", "orders"),
@@ -272,13 +270,8 @@ async def test_copies_reach_the_local_process_through_the_tunnel(
     try:
         await stack.connected_client()
 
-        def open_stream() -> Stream | None:
-            session = stack.agent.session
-            return None if session is None else session.open_stream(OPEN_INBOUND,
-                                                                    stack.port("app"))
-
         made.update([intercept("m", "x-tenant=acme", mode=Mode.MIRROR)],
-                    {"m": tunnel_dial(open_stream)})
+                    {"m": app_dial(stack)})
         assert await _send_all(made.port) == _expected()
         stats = made.router.mirror_stats()["m"]
         await until(lambda: stats.mirrored == REQUESTS)

@@ -13,12 +13,10 @@ import pytest
 from kubetunnel.intercepts import Mode
 from kubetunnel.transports import loopback
 from kubetunnel.tunnel.client import ClientOptions
-from kubetunnel.tunnel.framing import OPEN_INBOUND
-from kubetunnel.tunnel.streams import Stream
-from modes.agent.upstreams import tcp_dial, tunnel_dial
+from modes.agent.upstreams import tcp_dial
 
 from .conftest import FAST, close_stack, make_stack
-from .routers import Upstream, dial_to, intercept, start_router, start_upstream, until
+from .routers import Upstream, app_dial, dial_to, intercept, start_router, start_upstream, until
 
 REQUESTS = 10
 
@@ -243,12 +241,7 @@ async def test_requests_reach_the_laptop_through_the_tunnel_and_fall_back(
         await client.wait_connected(5)
         await until(lambda: stack.agent.local_answering)
 
-        def open_stream() -> Stream | None:
-            session = stack.agent.session
-            return None if session is None else session.open_stream(OPEN_INBOUND,
-                                                                    stack.port("app"))
-
-        made.update([intercept("alice", "x-dev=alice")], {"alice": tunnel_dial(open_stream)})
+        made.update([intercept("alice", "x-dev=alice")], {"alice": app_dial(stack)})
         body = b"p" * 300_000
         digest = hashlib.sha256(body).hexdigest()
         async with aiohttp.ClientSession(headers={"x-dev": "alice"}) as session:
@@ -292,12 +285,7 @@ async def test_a_laptops_stream_is_kept_alive_between_requests(
     try:
         await stack.connected_client()
 
-        def open_stream() -> Stream | None:
-            session = stack.agent.session
-            return None if session is None else session.open_stream(OPEN_INBOUND,
-                                                                    stack.port("app"))
-
-        made.update([intercept("alice", "x-dev=alice")], {"alice": tunnel_dial(open_stream)})
+        made.update([intercept("alice", "x-dev=alice")], {"alice": app_dial(stack)})
         for index in range(6):
             # A new client connection each time: the upstream stream is the pool's, not theirs.
             async with aiohttp.ClientSession() as session, session.get(
