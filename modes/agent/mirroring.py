@@ -38,7 +38,7 @@ COPY_LIMIT = 1024 * 1024
 """A request larger than this (head and body) is not copied: dropped and counted."""
 BATCH = 32
 """HTTP/1.x copies pipelined in one write at most (and no more than COPY_LIMIT bytes)."""
-MIRROR_LINGER = 0.002
+MIRROR_LINGER = 0.010
 """Seconds a copy waits for others to go with it: a copy is a look at traffic, not an answer
 anyone waits for, and a few milliseconds make a batch of the next requests under load."""
 
