@@ -117,21 +117,8 @@ class Mirror:
                     continue
                 if self._linger and len(queue) < BATCH:
                     await asyncio.sleep(self._linger)
-                batch: list[tuple[bytes, bool]] = []
-                size = 0
-                while queue and len(batch) < BATCH:
-                    head = queue[0]
-                    if isinstance(head, H2Request):
-                        break
-                    request, head_only = head
-                    # A HEAD's answer has no body whatever its Content-Length says: it goes
-                    # alone, read by a tracker that knows.
-                    if batch and (head_only or batch[0][1] or size + len(request) > COPY_LIMIT):
-                        break
-                    batch.append((request, head_only))
-                    size += len(request)
-                    queue.popleft()
-                reader = _Discard([head_only for _, head_only in batch])
+                batch = self._take_batch()
+                reader = _Discard(len(batch), head_only=batch[0][1])
                 try:
                     await self._send(batch, reader)
                     self.stats.mirrored += len(batch)
@@ -142,6 +129,25 @@ class Mirror:
             self._working = False
             if self._closed:  # copies queued before the close went out on a new connection
                 self._h2.close()
+
+    def _take_batch(self) -> list[tuple[bytes, bool]]:
+        """The HTTP/1 copies at the head of the queue that go out together: up to BATCH and
+        COPY_LIMIT bytes; a HEAD copy goes alone (its answer has no body whatever its
+        Content-Length says, so it is read by a tracker that knows)."""
+        queue = self._queue
+        batch: list[tuple[bytes, bool]] = []
+        size = 0
+        while queue and len(batch) < BATCH:
+            head = queue[0]
+            if isinstance(head, H2Request):
+                break
+            request, head_only = head
+            if batch and (head_only or batch[0][1] or size + len(request) > COPY_LIMIT):
+                break
+            batch.append(head)
+            size += len(request)
+            queue.popleft()
+        return batch
 
     def _failed(self, count: int, exc: BaseException) -> None:
         self.stats.failed += count
@@ -173,13 +179,13 @@ class _Discard:
     response parser over the connection's bytes counts the final answers (a HEAD copy, always
     sent alone, is read by a :class:`ResponseTracker`, which knows it has no body)."""
 
-    def __init__(self, head_only: list[bool]) -> None:
+    def __init__(self, expected: int, head_only: bool) -> None:
         self.upstream: Upstream | None = None
         self.answered = 0
-        self._expected = len(head_only)
+        self._expected = expected
         self._tracker: ResponseTracker | None = None
         self._parser: httptools.HttpResponseParser | None = None
-        if head_only[0]:
+        if head_only:
             self._tracker = ResponseTracker()
             self._tracker.expect(True)
         else:
